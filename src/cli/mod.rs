@@ -1,0 +1,48 @@
+//! The `stylestream` command line: one module per subcommand.
+
+mod common;
+mod dream;
+mod features;
+mod fetch_vgg;
+mod gatys;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+const ABOUT: &str = "Paint images like an artist: neural style transfer and DeepDream.";
+
+const LONG_ABOUT: &str = "\
+Paint images like an artist: neural style transfer and DeepDream, on CPU or GPU.
+
+Every effect looks through VGG19, a network trained to recognise objects.
+Download its weights once with `stylestream fetch-vgg`, then:
+
+  stylestream gatys --content photo.jpg --style starry_night.jpg --output painted.png
+  stylestream dream --input photo.jpg --output dream.png
+  stylestream features --input photo.jpg --layers relu1_1,relu4_2 --output feats.safetensors
+
+Run `stylestream <COMMAND> --help` for what each command does and its options.";
+
+#[derive(Parser, Debug)]
+#[command(name = "stylestream", version, about = ABOUT, long_about = LONG_ABOUT)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    FetchVgg(fetch_vgg::Args),
+    Gatys(gatys::Args),
+    Dream(dream::Args),
+    Features(features::Args),
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::FetchVgg(args) => fetch_vgg::run(args),
+        Command::Gatys(args) => gatys::run(args),
+        Command::Dream(args) => dream::run(args),
+        Command::Features(args) => features::run(args),
+    }
+}

@@ -1,0 +1,228 @@
+//! Gatys et al. (2016): style transfer by optimising the pixels.
+//!
+//! Starting from the content photo (or noise), gradient steps on the image
+//! lower a weighted sum of a content loss (VGG features of the photo), a
+//! style loss (Gram matrices of the painting) and total variation. It is
+//! slow — hundreds of forward/backward passes through VGG19 per image — but
+//! needs no training, and it is the quality yardstick for the feed-forward
+//! networks.
+//!
+//! The optimised variable is the image in VGG space (BGR, 0..255, mean
+//! subtracted), as in the original implementations: it is what the network
+//! sees, and the loss weights keep their published meaning.
+
+use anyhow::{bail, Result};
+use candle_core::{DType, Tensor, Var};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+
+use super::{color::transfer_luminance, Effect};
+use crate::losses::{content_loss, equal_weights, total_variation, StyleTarget};
+use crate::vgg::{
+    preprocess::{from_vgg_input, to_vgg_input},
+    Layer, Vgg19,
+};
+
+/// Which optimiser moves the pixels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum GatysOptimizer {
+    /// Converges in a few hundred steps; the classic choice.
+    Lbfgs,
+    /// Cheaper per step and more robust on huge images; needs more steps.
+    Adam,
+}
+
+/// Where the optimisation starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum GatysInit {
+    /// The content photo: keeps its layout from the first step.
+    Content,
+    /// Random noise: more painterly, less faithful.
+    Noise,
+}
+
+#[derive(Clone, Debug)]
+pub struct GatysConfig {
+    pub content_layers: Vec<Layer>,
+    /// Style layers with their relative weights.
+    pub style_layers: Vec<(Layer, f64)>,
+    pub content_weight: f64,
+    pub style_weight: f64,
+    pub tv_weight: f64,
+    pub steps: usize,
+    pub optimizer: GatysOptimizer,
+    /// Learning rate: L-BFGS's step scale (1 is right), or Adam's step in pixel levels.
+    pub learning_rate: f64,
+    pub init: GatysInit,
+    pub seed: u64,
+    pub preserve_color: bool,
+}
+
+impl Default for GatysConfig {
+    fn default() -> Self {
+        let style: Vec<Layer> = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
+            .iter()
+            .map(|n| n.parse().expect("known layer"))
+            .collect();
+        Self {
+            content_layers: vec!["relu4_2".parse().expect("known layer")],
+            style_layers: equal_weights(&style),
+            content_weight: 1.0,
+            style_weight: 1e3,
+            tv_weight: 1e-3,
+            steps: 300,
+            optimizer: GatysOptimizer::Lbfgs,
+            learning_rate: 1.0,
+            init: GatysInit::Content,
+            seed: 0,
+            preserve_color: false,
+        }
+    }
+}
+
+/// The loss terms after one step, weighted as they enter the total.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GatysLosses {
+    pub step: usize,
+    pub content: f64,
+    pub style: f64,
+    pub tv: f64,
+    pub total: f64,
+}
+
+/// A painting's style, ready to be transferred onto any number of photos.
+pub struct Gatys<'a> {
+    vgg: &'a Vgg19,
+    style: StyleTarget,
+    config: GatysConfig,
+    /// Called after each step with the losses; drives progress bars.
+    on_step: Option<Box<dyn FnMut(&GatysLosses) + Send + 'a>>,
+    /// Losses at the first and last step of the latest run.
+    pub first: GatysLosses,
+    pub last: GatysLosses,
+}
+
+impl<'a> Gatys<'a> {
+    /// Computes the painting's Gram matrices once, up front.
+    pub fn new(vgg: &'a Vgg19, style_rgb: &Tensor, config: GatysConfig) -> Result<Self> {
+        if config.content_layers.is_empty() || config.style_layers.is_empty() {
+            bail!("Gatys needs at least one content layer and one style layer");
+        }
+        let layers: Vec<Layer> = config.style_layers.iter().map(|(l, _)| *l).collect();
+        let acts = vgg.forward_rgb(style_rgb, &layers)?;
+        let style = StyleTarget::from_activations(&acts, &config.style_layers)?;
+        Ok(Self {
+            vgg,
+            style,
+            config,
+            on_step: None,
+            first: GatysLosses::default(),
+            last: GatysLosses::default(),
+        })
+    }
+
+    pub fn on_step(mut self, f: impl FnMut(&GatysLosses) + Send + 'a) -> Self {
+        self.on_step = Some(Box::new(f));
+        self
+    }
+
+    pub fn config(&self) -> &GatysConfig {
+        &self.config
+    }
+
+    /// Runs the optimisation for `content_rgb` and returns the painted image.
+    pub fn paint(&mut self, content_rgb: &Tensor) -> Result<Tensor> {
+        let cfg = self.config.clone();
+        let content_vgg = to_vgg_input(content_rgb)?;
+        let content_targets = self.vgg.forward(&content_vgg, &cfg.content_layers)?;
+        let mut layers = cfg.content_layers.clone();
+        layers.extend(self.style.layer_list());
+
+        let start = match cfg.init {
+            GatysInit::Content => content_vgg.clone(),
+            GatysInit::Noise => {
+                let mut rng = StdRng::seed_from_u64(cfg.seed);
+                let noise: Vec<f32> = (0..content_rgb.elem_count())
+                    .map(|_| rng.random::<f32>())
+                    .collect();
+                let noise = Tensor::from_vec(noise, content_rgb.shape(), content_rgb.device())?;
+                to_vgg_input(&noise)?
+            }
+        };
+        let x = Var::from_tensor(&start.to_dtype(DType::F32)?)?;
+
+        let mut lbfgs = crate::optim::Lbfgs::new(cfg.learning_rate, 100);
+        let mut adam = match cfg.optimizer {
+            GatysOptimizer::Adam => Some(AdamW::new(
+                vec![x.clone()],
+                ParamsAdamW {
+                    lr: cfg.learning_rate,
+                    weight_decay: 0.0,
+                    ..Default::default()
+                },
+            )?),
+            GatysOptimizer::Lbfgs => None,
+        };
+
+        for step in 0..cfg.steps {
+            let acts = self.vgg.forward(x.as_tensor(), &layers)?;
+            let mut content = Tensor::zeros((), DType::F32, x.device())?;
+            for layer in &cfg.content_layers {
+                content = (content + content_loss(&acts[layer], &content_targets[layer])?)?;
+            }
+            let content = (content * cfg.content_weight)?;
+            let style = (self.style.loss(&acts)? * cfg.style_weight)?;
+            let tv = (total_variation(x.as_tensor())? * cfg.tv_weight)?;
+            let total = (&content + &style + &tv)?;
+            let losses = GatysLosses {
+                step: step + 1,
+                content: content.to_scalar::<f32>()? as f64,
+                style: style.to_scalar::<f32>()? as f64,
+                tv: tv.to_scalar::<f32>()? as f64,
+                total: total.to_scalar::<f32>()? as f64,
+            };
+            if step == 0 {
+                self.first = losses;
+            }
+            self.last = losses;
+            if let Some(f) = self.on_step.as_mut() {
+                f(&losses);
+            }
+            if !losses.total.is_finite() {
+                bail!("the loss diverged at step {} (try a smaller learning rate)", step + 1);
+            }
+            let grads = total.backward()?;
+            let grad = grads
+                .get(&x)
+                .ok_or_else(|| anyhow::anyhow!("no gradient reached the image"))?;
+            match adam.as_mut() {
+                Some(adam) => adam.step(&grads)?,
+                None => {
+                    if !lbfgs.step(&x, grad)? {
+                        break;
+                    }
+                }
+            }
+        }
+
+        let painted = from_vgg_input(x.as_tensor())?.clamp(0f32, 1f32)?;
+        if cfg.preserve_color {
+            Ok(transfer_luminance(&painted, content_rgb)?)
+        } else {
+            Ok(painted)
+        }
+    }
+}
+
+impl Effect for Gatys<'_> {
+    fn describe(&self) -> String {
+        format!(
+            "gatys ({} steps, {:?})",
+            self.config.steps, self.config.optimizer
+        )
+    }
+
+    fn apply(&mut self, frame: &Tensor) -> Result<Tensor> {
+        self.paint(frame)
+    }
+}

@@ -1,0 +1,26 @@
+//! Effects: what turns a frame into a painted frame.
+//!
+//! A frame is an RGB image tensor of shape (1, 3, H, W) with values in 0..1,
+//! on any device. Every effect takes one and returns one of the same size, so
+//! the still-image commands, video conversion and the webcam filter share
+//! the same code.
+//!
+//! * [`gatys`] — optimisation-based style transfer (slow; the quality reference).
+//! * [`dream`] — multi-octave DeepDream.
+//! * [`color`] — colour helpers, e.g. keeping the content's colours.
+
+pub mod color;
+pub mod dream;
+pub mod gatys;
+
+use anyhow::Result;
+use candle_core::Tensor;
+
+/// Something that paints frames.
+pub trait Effect: Send {
+    /// A short description for logs and progress lines.
+    fn describe(&self) -> String;
+
+    /// Paints one RGB 0..1 frame (1,3,H,W); returns a frame of the same shape.
+    fn apply(&mut self, frame: &Tensor) -> Result<Tensor>;
+}

@@ -1,0 +1,30 @@
+//! # stylestream
+//!
+//! Paint images and video like an artist: neural style transfer (Gatys et al.
+//! optimisation and Johnson et al. feed-forward networks) and DeepDream, on
+//! CPU and GPU, built on [candle](https://github.com/huggingface/candle).
+//!
+//! The library is laid out the way frames flow through the tool:
+//!
+//! * [`image_io`] — frame sources and sinks for still images (decode, convert
+//!   to tensors, write atomically). Video and webcam sources come later.
+//! * [`effects`] — what turns a frame into a painted frame: [`effects::gatys`]
+//!   (slow optimisation, the quality reference) and [`effects::dream`]
+//!   (multi-octave DeepDream).
+//! * [`vgg`] — the pretrained VGG19 loss/dream network: weights download and
+//!   conversion, Caffe preprocessing, and a forward pass that returns named
+//!   activations.
+//! * [`losses`] — content, Gram-matrix style and total-variation losses shared
+//!   by Gatys, DeepDream and training.
+//! * [`optim`] — L-BFGS and Adam over image pixels.
+//! * [`ops`] — fast CPU kernels (as candle custom ops) for the layers the
+//!   networks use.
+//! * [`device`] — `--device cpu|cuda:N` parsing.
+
+pub mod device;
+pub mod effects;
+pub mod image_io;
+pub mod losses;
+pub mod ops;
+pub mod optim;
+pub mod vgg;

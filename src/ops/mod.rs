@@ -1,0 +1,6 @@
+//! Fast CPU kernels for the layers the networks use, as candle custom ops
+//! with CPU forward and backward; on other devices they fall back to
+//! candle's own ops.
+
+pub mod conv2d;
+pub mod pool;
