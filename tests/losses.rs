@@ -10,7 +10,13 @@ fn check_gradient(shape: (usize, usize, usize, usize), loss: impl Fn(&Tensor) ->
     let x0 = Tensor::randn(0f64, 1., shape, &dev).unwrap();
     let x = Var::from_tensor(&x0).unwrap();
     let grads = loss(x.as_tensor()).unwrap().backward().unwrap();
-    let analytic = grads.get(&x).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    let analytic = grads
+        .get(&x)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap();
     let base = x0.flatten_all().unwrap().to_vec1::<f64>().unwrap();
     let eps = 1e-5;
     let mut max_err = 0f64;
@@ -54,14 +60,22 @@ fn total_variation_gradient_matches_finite_differences() {
 fn gram_matrix_is_normalised_by_c_h_w() {
     // A constant map of ones: every Gram entry is H*W / (C*H*W) = 1/C.
     let ones = Tensor::ones((1, 4, 3, 5), DType::F32, &Device::Cpu).unwrap();
-    let g = gram_matrix(&ones).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let g = gram_matrix(&ones)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
     assert!(g.iter().all(|v| (v - 0.25).abs() < 1e-6));
 }
 
 #[test]
 fn total_variation_is_zero_on_flat_images_and_positive_otherwise() {
     let flat = Tensor::ones((1, 3, 6, 6), DType::F32, &Device::Cpu).unwrap();
-    assert_eq!(total_variation(&flat).unwrap().to_scalar::<f32>().unwrap(), 0.0);
+    assert_eq!(
+        total_variation(&flat).unwrap().to_scalar::<f32>().unwrap(),
+        0.0
+    );
     let noisy = Tensor::randn(0f32, 1., (1, 3, 6, 6), &Device::Cpu).unwrap();
     assert!(total_variation(&noisy).unwrap().to_scalar::<f32>().unwrap() > 0.0);
 }

@@ -77,7 +77,11 @@ pub fn load_for_effect(path: &Path, size: Option<u32>, device: &Device) -> Resul
 }
 
 /// Writes an effect's output (atomically), with the input's alpha if kept.
-pub fn save_result(tensor: &Tensor, alpha: Option<&image_io::AlphaPlane>, path: &Path) -> Result<()> {
+pub fn save_result(
+    tensor: &Tensor,
+    alpha: Option<&image_io::AlphaPlane>,
+    path: &Path,
+) -> Result<()> {
     let rgb = image_io::tensor_to_image(tensor)?;
     image_io::save_image(&rgb, alpha, path)
 }

@@ -112,7 +112,10 @@ pub fn run(args: Args) -> Result<()> {
     let before = mean_activations(&vgg, &input.tensor, &layers)?;
     let after = mean_activations(&vgg, &dreamed, &layers)?;
     for ((layer, b), a) in layers.iter().zip(before).zip(after) {
-        eprintln!("dream: mean {layer} activation {b:.3} -> {a:.3} ({:.2}x)", a / b.max(1e-12));
+        eprintln!(
+            "dream: mean {layer} activation {b:.3} -> {a:.3} ({:.2}x)",
+            a / b.max(1e-12)
+        );
     }
     eprintln!("dream: done in {:.1}s", started.elapsed().as_secs_f64());
     println!("{}", args.output.display());

@@ -20,7 +20,11 @@ pub struct Args {
     input: PathBuf,
 
     /// Comma-separated layer names: conv1_1..conv5_4, relu1_1..relu5_4, pool1..pool5.
-    #[arg(long, value_name = "LAYERS", default_value = "relu1_1,relu2_1,relu3_1,relu4_1,relu4_2,relu5_1")]
+    #[arg(
+        long,
+        value_name = "LAYERS",
+        default_value = "relu1_1,relu2_1,relu3_1,relu4_1,relu4_2,relu5_1"
+    )]
     layers: String,
 
     /// Output file (.safetensors).
@@ -44,14 +48,22 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     if args.output == args.input {
-        bail!("{}: output would overwrite the input", args.output.display());
+        bail!(
+            "{}: output would overwrite the input",
+            args.output.display()
+        );
     }
     let (device, vgg) = args.compute.open()?;
     let image = load_for_effect(&args.input, args.size, &device)?;
     let acts = vgg.forward_rgb(&image.tensor, &layers)?;
     let named: std::collections::HashMap<String, candle_core::Tensor> = layers
         .iter()
-        .map(|l| Ok((l.name().to_string(), acts[l].to_device(&candle_core::Device::Cpu)?)))
+        .map(|l| {
+            Ok((
+                l.name().to_string(),
+                acts[l].to_device(&candle_core::Device::Cpu)?,
+            ))
+        })
         .collect::<Result<_>>()?;
     let tmp = args.output.with_extension("safetensors.tmp");
     candle_core::safetensors::save(&named, &tmp)

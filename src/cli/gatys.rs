@@ -116,7 +116,11 @@ pub fn run(args: Args) -> Result<()> {
 
     let (device, vgg) = args.compute.open()?;
     let content = load_for_effect(&args.content, Some(args.size), &device)?;
-    let style = load_for_effect(&args.style, Some(args.style_size.unwrap_or(args.size)), &device)?;
+    let style = load_for_effect(
+        &args.style,
+        Some(args.style_size.unwrap_or(args.size)),
+        &device,
+    )?;
     let (_, _, h, w) = content.tensor.dims4()?;
     eprintln!(
         "gatys: {}x{} px on {}, {} steps of {:?}",

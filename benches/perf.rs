@@ -1,0 +1,145 @@
+//! Timings of the work stylestream does, matched one for one with
+//! `bench/peer_torch.py` so BENCHMARKS.md can give ratios from one run.
+//!
+//! `cargo bench --bench perf -- [--json OUT] [--only a,b] [--repeat N]`
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor, Var};
+use stylestream::effects::gatys::{Gatys, GatysConfig};
+use stylestream::vgg::{weights::resolve_vgg_path, Layer, Pooling, Vgg19};
+
+struct Options {
+    json: Option<String>,
+    only: Option<Vec<String>>,
+    repeat: usize,
+}
+
+fn parse_args() -> Options {
+    let mut opts = Options {
+        json: None,
+        only: None,
+        repeat: 5,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--json" => opts.json = args.next(),
+            "--only" => {
+                opts.only = args
+                    .next()
+                    .map(|s| s.split(',').map(String::from).collect())
+            }
+            "--repeat" => opts.repeat = args.next().and_then(|s| s.parse().ok()).unwrap_or(5),
+            _ => {} // cargo bench passes --bench
+        }
+    }
+    opts
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// Runs `f` once to warm up, then `repeat` times; returns the times in ms.
+fn time_runs(repeat: usize, mut f: impl FnMut()) -> Vec<f64> {
+    f();
+    (0..repeat)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect()
+}
+
+fn layer(name: &str) -> Layer {
+    name.parse().unwrap()
+}
+
+/// VGG-space random image, like the peer's.
+fn random_vgg_image(h: usize, w: usize) -> Tensor {
+    (Tensor::rand(0f32, 255., (1, 3, h, w), &Device::Cpu).unwrap() - 120.0).unwrap()
+}
+
+fn main() {
+    let opts = parse_args();
+    let wanted = |name: &str| {
+        opts.only
+            .as_ref()
+            .is_none_or(|o| o.iter().any(|n| n == name))
+    };
+    let vgg = Vgg19::load(&resolve_vgg_path(None), &Device::Cpu, Pooling::Max)
+        .expect("VGG19 weights: run `stylestream fetch-vgg` first");
+    let mut results: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+
+    if wanted("vgg_fwd_relu5_1_640x480") {
+        let x = random_vgg_image(480, 640);
+        let runs = time_runs(opts.repeat, || {
+            vgg.forward(&x, &[layer("relu5_1")]).unwrap();
+        });
+        results.insert("vgg_fwd_relu5_1_640x480".into(), runs);
+    }
+    if wanted("vgg_fwd_bwd_relu4_1_640x480") {
+        let x = Var::from_tensor(&random_vgg_image(480, 640)).unwrap();
+        let l = layer("relu4_1");
+        let runs = time_runs(opts.repeat, || {
+            let a = vgg.forward(x.as_tensor(), &[l]).unwrap();
+            let loss = a[&l].sqr().unwrap().mean_all().unwrap();
+            let g = loss.backward().unwrap();
+            assert!(g.get(&x).is_some());
+        });
+        results.insert("vgg_fwd_bwd_relu4_1_640x480".into(), runs);
+    }
+    if wanted("dream_step_640x480") {
+        let x = Var::from_tensor(&random_vgg_image(480, 640)).unwrap();
+        let l = layer("relu4_1");
+        let runs = time_runs(opts.repeat, || {
+            let a = vgg.forward(x.as_tensor(), &[l]).unwrap();
+            let loss = a[&l].sqr().unwrap().mean_all().unwrap();
+            let g = loss.backward().unwrap();
+            let g = g.get(&x).unwrap();
+            let scale = g
+                .abs()
+                .unwrap()
+                .mean_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap() as f64;
+            x.set(&(x.as_tensor() + (g * (1.5 / scale)).unwrap()).unwrap())
+                .unwrap();
+        });
+        results.insert("dream_step_640x480".into(), runs);
+    }
+    if wanted("gatys_512_100") {
+        let content = Tensor::rand(0f32, 1., (1, 3, 384, 512), &Device::Cpu).unwrap();
+        let style = Tensor::rand(0f32, 1., (1, 3, 512, 512), &Device::Cpu).unwrap();
+        let config = GatysConfig {
+            steps: 100,
+            ..GatysConfig::default()
+        };
+        let t = Instant::now();
+        let mut gatys = Gatys::new(&vgg, &style, config).unwrap();
+        gatys.paint(&content).unwrap();
+        results.insert(
+            "gatys_512_100".into(),
+            vec![t.elapsed().as_secs_f64() * 1e3],
+        );
+    }
+
+    println!("{:<32} {:>12}", "benchmark", "median ms");
+    let mut json = serde_json::Map::new();
+    for (name, runs) in &results {
+        let m = median(runs.clone());
+        println!("{name:<32} {m:>12.1}");
+        json.insert(
+            name.clone(),
+            serde_json::json!({ "ms": m, "runs": runs, "threads": rayon::current_num_threads() }),
+        );
+    }
+    if let Some(path) = opts.json {
+        std::fs::write(&path, serde_json::to_string_pretty(&json).unwrap()).unwrap();
+    }
+}

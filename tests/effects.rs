@@ -1,0 +1,129 @@
+//! Gatys and DeepDream on real VGG19 weights: they do what they promise.
+
+mod common;
+
+use stylestream::effects::dream::{mean_activations, Dream, DreamConfig};
+use stylestream::effects::gatys::{Gatys, GatysConfig};
+use stylestream::effects::Effect;
+use stylestream::vgg::Layer;
+
+fn content_and_style(size: u32) -> (candle_core::Tensor, candle_core::Tensor) {
+    match (
+        common::shared_data("photos/val/101087.jpg"),
+        common::shared_data("styles/starry_night.jpg"),
+    ) {
+        (Some(photo), Some(style)) => (common::load(&photo, size), common::load(&style, size)),
+        _ => (
+            common::synthetic_photo(size as usize * 3 / 4, size as usize),
+            common::synthetic_painting(size as usize, size as usize),
+        ),
+    }
+}
+
+#[test]
+fn gatys_lowers_style_loss_tenfold_and_keeps_content() {
+    let vgg = common::vgg();
+    let (content, style) = content_and_style(128);
+    let config = GatysConfig {
+        steps: 60,
+        ..GatysConfig::default()
+    };
+    let mut gatys = Gatys::new(&vgg, &style, config).unwrap();
+    let painted = gatys.apply(&content).unwrap();
+    assert_eq!(painted.dims(), content.dims());
+    let (first, last) = (gatys.first, gatys.last);
+    assert!(
+        last.style * 10.0 <= first.style,
+        "style loss fell only from {:.3e} to {:.3e}",
+        first.style,
+        last.style
+    );
+    // Content stays recognisable: the painted image's relu4_2 features are
+    // much closer to the photo's than the painting's are.
+    let relu4_2: Layer = "relu4_2".parse().unwrap();
+    let feats = |t: &candle_core::Tensor| vgg.forward_rgb(t, &[relu4_2]).unwrap()[&relu4_2].clone();
+    let (fc, fp) = (feats(&content), feats(&painted));
+    let style_resized = style
+        .upsample_bilinear2d(content.dim(2).unwrap(), content.dim(3).unwrap(), false)
+        .unwrap();
+    let fs = feats(&style_resized);
+    let dist = |a: &candle_core::Tensor, b: &candle_core::Tensor| {
+        (a - b)
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .mean_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    };
+    assert!(
+        dist(&fp, &fc) * 2.0 < dist(&fs, &fc),
+        "painted content distance {} vs painting {}",
+        dist(&fp, &fc),
+        dist(&fs, &fc)
+    );
+}
+
+#[test]
+fn dream_raises_the_mean_activation_of_its_layer() {
+    let vgg = common::vgg();
+    let (photo, _) = content_and_style(160);
+    let layer: Layer = "relu4_2".parse().unwrap();
+    let config = DreamConfig {
+        layers: vec![layer],
+        octaves: 3,
+        steps: 6,
+        ..DreamConfig::default()
+    };
+    let mut dream = Dream::new(&vgg, config).unwrap();
+    let dreamed = dream.apply(&photo).unwrap();
+    assert_eq!(dreamed.dims(), photo.dims());
+    let before = mean_activations(&vgg, &photo, &[layer]).unwrap()[0];
+    let after = mean_activations(&vgg, &dreamed, &[layer]).unwrap()[0];
+    assert!(
+        after > 1.5 * before,
+        "mean {layer} activation {before} -> {after}"
+    );
+    let max = dreamed.max_all().unwrap().to_scalar::<f32>().unwrap();
+    let min = dreamed.min_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!((0.0..=1.0).contains(&min) && (0.0..=1.0).contains(&max));
+}
+
+#[test]
+fn dream_on_one_channel_raises_that_channel() {
+    let vgg = common::vgg();
+    let photo = common::synthetic_photo(96, 128);
+    let layer: Layer = "relu3_1".parse().unwrap();
+    let config = DreamConfig {
+        layers: vec![layer],
+        channels: vec![7],
+        octaves: 2,
+        steps: 5,
+        jitter: 0,
+        ..DreamConfig::default()
+    };
+    let mut dream = Dream::new(&vgg, config).unwrap();
+    let objective_of = |d: &Dream, t: &candle_core::Tensor| {
+        d.objective(&stylestream::vgg::preprocess::to_vgg_input(t).unwrap())
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    };
+    let before = objective_of(&dream, &photo);
+    let dreamed = dream.apply(&photo).unwrap();
+    let after = objective_of(&dream, &dreamed);
+    assert!(after > before, "channel objective {before} -> {after}");
+}
+
+#[test]
+fn dream_rejects_channels_the_layer_does_not_have() {
+    let vgg = common::vgg();
+    let config = DreamConfig {
+        layers: vec!["relu1_1".parse().unwrap()],
+        channels: vec![64],
+        ..DreamConfig::default()
+    };
+    let err = Dream::new(&vgg, config).err().expect("must fail");
+    assert!(err.to_string().contains("channel 64"), "{err}");
+}

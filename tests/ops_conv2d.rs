@@ -1,0 +1,480 @@
+//! `ops::conv2d` against candle's reference convolution (forward and
+//! autograd) and against a direct f64 loop, whose backward is the ground
+//! truth where candle's own conv2d backward cannot be used (see
+//! `candle_backward_works`).
+//!
+//! `cargo test --test ops_conv2d -- --ignored --nocapture` prints timings.
+
+use std::time::Instant;
+
+use candle_core::{DType, Device, Result, Tensor, Var};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use stylestream::ops::conv2d::conv2d;
+
+const TOL: f32 = 1e-4;
+
+fn random(shape: &[usize], seed: u64) -> Tensor {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let n: usize = shape.iter().product();
+    let data: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
+}
+
+/// Max abs difference over the max abs value of the reference.
+fn rel_err(ours: &Tensor, reference: &Tensor) -> f32 {
+    assert_eq!(ours.dims(), reference.dims());
+    let a = ours.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let b = reference.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
+    let diff = a
+        .iter()
+        .zip(&b)
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    diff / scale
+}
+
+fn candle_reference(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    stride: usize,
+    pad: usize,
+) -> Result<Tensor> {
+    let y = x.conv2d(w, pad, stride, 1, 1)?;
+    match b {
+        Some(b) => y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?),
+        None => Ok(y),
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Case {
+    n: usize,
+    cin: usize,
+    cout: usize,
+    kh: usize,
+    kw: usize,
+    stride: usize,
+    pad: usize,
+    h: usize,
+    w: usize,
+}
+
+impl Case {
+    #[allow(clippy::too_many_arguments)]
+    const fn new(
+        n: usize,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        h: usize,
+        w: usize,
+    ) -> Self {
+        Self {
+            n,
+            cin,
+            cout,
+            kh: k,
+            kw: k,
+            stride,
+            pad,
+            h,
+            w,
+        }
+    }
+
+    fn out_hw(&self) -> (usize, usize) {
+        (
+            (self.h + 2 * self.pad - self.kh) / self.stride + 1,
+            (self.w + 2 * self.pad - self.kw) / self.stride + 1,
+        )
+    }
+
+    /// candle's conv2d backward derives the transposed convolution's output
+    /// padding from the height alone; when the width would need a different
+    /// one its input gradient has the wrong width.
+    fn candle_backward_works(&self) -> bool {
+        let (oh, ow) = self.out_hw();
+        let base_h = (oh - 1) * self.stride + self.kh - 2 * self.pad;
+        let base_w = (ow - 1) * self.stride + self.kw - 2 * self.pad;
+        self.h - base_h == self.w - base_w
+    }
+}
+
+const CASES: &[Case] = &[
+    Case::new(1, 3, 8, 3, 1, 1, 17, 23),
+    Case::new(3, 3, 8, 3, 2, 1, 17, 23),
+    Case::new(1, 16, 32, 3, 1, 1, 17, 23),
+    Case::new(3, 16, 32, 3, 2, 1, 17, 23),
+    Case::new(1, 64, 3, 3, 1, 1, 9, 6),
+    Case::new(3, 64, 3, 3, 2, 1, 9, 6),
+    Case::new(1, 3, 8, 9, 1, 4, 17, 23),
+    Case::new(3, 3, 8, 9, 1, 4, 9, 6),
+    Case::new(1, 16, 32, 9, 2, 4, 17, 23),
+    Case::new(3, 16, 32, 1, 1, 0, 17, 23),
+    Case::new(1, 64, 3, 1, 1, 0, 9, 6),
+    Case::new(3, 16, 8, 1, 2, 0, 17, 23),
+    Case::new(1, 16, 8, 3, 1, 0, 17, 23),
+    Case::new(3, 8, 16, 3, 2, 0, 9, 6),
+    // Padding larger than the kernel reach: the general col2im backward.
+    Case::new(1, 4, 5, 3, 1, 4, 9, 6),
+    Case::new(2, 4, 5, 1, 1, 1, 9, 6),
+    // Large enough for several row bands per image.
+    Case::new(1, 32, 16, 3, 1, 1, 64, 80),
+    Case::new(2, 32, 16, 3, 2, 1, 64, 81),
+    Case::new(1, 8, 16, 9, 1, 4, 70, 41),
+];
+
+/// Direct f64 convolution and its exact gradients for `loss = Σ y·r`.
+struct Naive {
+    y: Vec<f64>,
+    dx: Vec<f64>,
+    dw: Vec<f64>,
+    db: Vec<f64>,
+}
+
+fn naive(c: &Case, x: &[f32], w: &[f32], b: &[f32], r: &[f32]) -> Naive {
+    let (oh, ow) = c.out_hw();
+    let mut out = Naive {
+        y: vec![0.0; c.n * c.cout * oh * ow],
+        dx: vec![0.0; x.len()],
+        dw: vec![0.0; w.len()],
+        db: vec![0.0; c.cout],
+    };
+    for n in 0..c.n {
+        for co in 0..c.cout {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let yi = ((n * c.cout + co) * oh + oy) * ow + ox;
+                    let g = r[yi] as f64;
+                    let mut acc = b[co] as f64;
+                    out.db[co] += g;
+                    for ci in 0..c.cin {
+                        for ky in 0..c.kh {
+                            let iy = (oy * c.stride + ky) as isize - c.pad as isize;
+                            if iy < 0 || iy >= c.h as isize {
+                                continue;
+                            }
+                            for kx in 0..c.kw {
+                                let ix = (ox * c.stride + kx) as isize - c.pad as isize;
+                                if ix < 0 || ix >= c.w as isize {
+                                    continue;
+                                }
+                                let xi = ((n * c.cin + ci) * c.h + iy as usize) * c.w + ix as usize;
+                                let wi = ((co * c.cin + ci) * c.kh + ky) * c.kw + kx;
+                                acc += x[xi] as f64 * w[wi] as f64;
+                                out.dx[xi] += g * w[wi] as f64;
+                                out.dw[wi] += g * x[xi] as f64;
+                            }
+                        }
+                    }
+                    out.y[yi] = acc;
+                }
+            }
+        }
+    }
+    out
+}
+
+fn from_f64(v: &[f64], shape: &[usize]) -> Tensor {
+    let v: Vec<f32> = v.iter().map(|&a| a as f32).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+struct Grads {
+    y: Tensor,
+    dx: Tensor,
+    dw: Tensor,
+    db: Tensor,
+}
+
+/// Forward and backward of `Σ conv(x, w, b)·r` with all three as `Var`s.
+fn run_grads(
+    conv: impl Fn(&Tensor, &Tensor, &Tensor) -> Result<Tensor>,
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    r: &Tensor,
+) -> Result<Grads> {
+    let (xv, wv, bv) = (
+        Var::from_tensor(x)?,
+        Var::from_tensor(w)?,
+        Var::from_tensor(b)?,
+    );
+    let y = conv(xv.as_tensor(), wv.as_tensor(), bv.as_tensor())?;
+    let grads = y.mul(r)?.sum_all()?.backward()?;
+    let get = |v: &Var| grads.get(v.as_tensor()).cloned().expect("gradient missing");
+    Ok(Grads {
+        dx: get(&xv),
+        dw: get(&wv),
+        db: get(&bv),
+        y,
+    })
+}
+
+fn case_tensors(c: &Case, seed: u64) -> (Tensor, Tensor, Tensor, Tensor) {
+    let (oh, ow) = c.out_hw();
+    let x = random(&[c.n, c.cin, c.h, c.w], seed);
+    // Weights at the usual fan-in scale keep outputs O(1) for every case.
+    let scale = 1.0 / ((c.cin * c.kh * c.kw) as f64).sqrt();
+    let w = (random(&[c.cout, c.cin, c.kh, c.kw], seed + 1) * scale).unwrap();
+    let b = random(&[c.cout], seed + 2);
+    let r = random(&[c.n, c.cout, oh, ow], seed + 3);
+    (x, w, b, r)
+}
+
+#[test]
+fn forward_matches_candle() {
+    for (i, c) in CASES.iter().enumerate() {
+        let (x, w, b, _) = case_tensors(c, 100 + i as u64);
+        for bias in [None, Some(&b)] {
+            let ours = conv2d(&x, &w, bias, c.stride, c.pad).unwrap();
+            let reference = candle_reference(&x, &w, bias, c.stride, c.pad).unwrap();
+            assert!(ours.is_contiguous());
+            let err = rel_err(&ours, &reference);
+            assert!(err < TOL, "{c:?} bias={}: rel err {err}", bias.is_some());
+        }
+    }
+}
+
+#[test]
+fn backward_matches_candle_and_direct_loops() {
+    for (i, c) in CASES.iter().enumerate() {
+        let (x, w, b, r) = case_tensors(c, 200 + i as u64);
+        let ours = run_grads(
+            |x, w, b| conv2d(x, w, Some(b), c.stride, c.pad),
+            &x,
+            &w,
+            &b,
+            &r,
+        )
+        .unwrap();
+
+        let vec = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let truth = naive(c, &vec(&x), &vec(&w), &vec(&b), &vec(&r));
+        let checks = [
+            ("y", &ours.y, from_f64(&truth.y, ours.y.dims())),
+            ("dx", &ours.dx, from_f64(&truth.dx, x.dims())),
+            ("dw", &ours.dw, from_f64(&truth.dw, w.dims())),
+            ("db", &ours.db, from_f64(&truth.db, b.dims())),
+        ];
+        for (name, got, want) in &checks {
+            let err = rel_err(got, want);
+            assert!(err < TOL, "{c:?} {name} vs direct loops: rel err {err}");
+        }
+
+        if c.candle_backward_works() {
+            let reference = run_grads(
+                |x, w, b| candle_reference(x, w, Some(b), c.stride, c.pad),
+                &x,
+                &w,
+                &b,
+                &r,
+            )
+            .unwrap();
+            for (name, got, want) in [
+                ("dx", &ours.dx, &reference.dx),
+                ("dw", &ours.dw, &reference.dw),
+                ("db", &ours.db, &reference.db),
+            ] {
+                let err = rel_err(got, want);
+                assert!(err < TOL, "{c:?} {name} vs candle autograd: rel err {err}");
+            }
+        }
+    }
+}
+
+#[test]
+fn frozen_weight_gets_no_gradient() {
+    let c = Case::new(2, 16, 32, 3, 1, 1, 17, 23);
+    let (x, w, b, r) = case_tensors(&c, 7);
+    let xv = Var::from_tensor(&x).unwrap();
+    for bias in [None, Some(&b)] {
+        let y = conv2d(xv.as_tensor(), &w, bias, 1, 1).unwrap();
+        let grads = y.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(grads.get(&w).is_none(), "frozen weight got a gradient");
+        assert!(grads.get(&b).is_none(), "frozen bias got a gradient");
+        let dx = grads.get(xv.as_tensor()).expect("input gradient");
+
+        let xr = Var::from_tensor(&x).unwrap();
+        let yr = candle_reference(xr.as_tensor(), &w, bias, 1, 1).unwrap();
+        let gr = yr.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+        let err = rel_err(dx, gr.get(xr.as_tensor()).unwrap());
+        assert!(err < TOL, "input grad rel err {err}");
+    }
+}
+
+#[test]
+fn no_gradient_work_without_tracked_inputs() {
+    // Nothing tracks gradients: the result is a plain tensor.
+    let c = Case::new(1, 3, 8, 3, 1, 1, 9, 6);
+    let (x, w, b, _) = case_tensors(&c, 9);
+    let y = conv2d(&x, &w, Some(&b), 1, 1).unwrap();
+    assert!(!y.track_op());
+}
+
+#[test]
+fn non_contiguous_operands() {
+    let c = Case::new(2, 8, 16, 3, 1, 1, 17, 23);
+    let (x, w, b, r) = case_tensors(&c, 11);
+    // Same values, transposed storage.
+    let xt = x
+        .transpose(2, 3)
+        .unwrap()
+        .contiguous()
+        .unwrap()
+        .transpose(2, 3)
+        .unwrap();
+    let wt = w
+        .transpose(0, 1)
+        .unwrap()
+        .contiguous()
+        .unwrap()
+        .transpose(0, 1)
+        .unwrap();
+    let rt = r
+        .transpose(2, 3)
+        .unwrap()
+        .contiguous()
+        .unwrap()
+        .transpose(2, 3)
+        .unwrap();
+    assert!(!xt.is_contiguous() && !wt.is_contiguous() && !rt.is_contiguous());
+
+    let ours = run_grads(|x, w, b| conv2d(x, w, Some(b), 1, 1), &xt, &wt, &b, &rt).unwrap();
+    let reference = run_grads(
+        |x, w, b| candle_reference(x, w, Some(b), 1, 1),
+        &x,
+        &w,
+        &b,
+        &r,
+    )
+    .unwrap();
+    for (name, got, want) in [
+        ("y", &ours.y, &reference.y),
+        ("dx", &ours.dx, &reference.dx),
+        ("dw", &ours.dw, &reference.dw),
+        ("db", &ours.db, &reference.db),
+    ] {
+        let err = rel_err(got, want);
+        assert!(err < TOL, "{name}: rel err {err}");
+    }
+}
+
+#[test]
+fn rejects_bad_shapes() {
+    let x = random(&[1, 3, 8, 8], 1);
+    let w = random(&[4, 5, 3, 3], 2);
+    assert!(conv2d(&x, &w, None, 1, 1).is_err(), "channel mismatch");
+    let w = random(&[4, 3, 3, 3], 2);
+    let b = random(&[5], 3);
+    assert!(conv2d(&x, &w, Some(&b), 1, 1).is_err(), "bias length");
+    let w = random(&[4, 3, 11, 11], 2);
+    assert!(
+        conv2d(&x, &w, None, 1, 1).is_err(),
+        "kernel larger than input"
+    );
+    assert!(
+        conv2d(&x, &random(&[4, 3, 3, 3], 2), None, 0, 1).is_err(),
+        "stride 0"
+    );
+}
+
+#[test]
+fn other_dtypes_fall_back_to_candle() {
+    let x = random(&[1, 3, 9, 6], 1).to_dtype(DType::F64).unwrap();
+    let w = random(&[4, 3, 3, 3], 2).to_dtype(DType::F64).unwrap();
+    let b = random(&[4], 3).to_dtype(DType::F64).unwrap();
+    let ours = conv2d(&x, &w, Some(&b), 2, 1).unwrap();
+    let reference = candle_reference(&x, &w, Some(&b), 2, 1).unwrap();
+    let diff = (ours - reference)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap();
+    assert!(diff < 1e-12);
+}
+
+// ---------------------------------------------------------------------------
+// Timing (ignored by default).
+
+fn time<F: FnMut() -> Result<()>>(mut f: F) -> f64 {
+    f().unwrap(); // warm-up: page faults, rayon pool, gemm caches
+    let mut best = f64::INFINITY;
+    let start = Instant::now();
+    let mut runs = 0;
+    while runs < 3 || (start.elapsed().as_secs_f64() < 2.0 && runs < 20) {
+        let t = Instant::now();
+        f().unwrap();
+        best = best.min(t.elapsed().as_secs_f64());
+        runs += 1;
+    }
+    best
+}
+
+fn bench_layer(cin: usize, cout: usize, h: usize, w: usize, with_candle: bool) {
+    let x = random(&[1, cin, h, w], 1);
+    let wt = (random(&[cout, cin, 3, 3], 2) * 0.05).unwrap();
+    let b = random(&[cout], 3);
+    let flops = 2.0 * (cout * cin * 9 * h * w) as f64;
+    let gf = |f: f64, t: f64| f / t / 1e9;
+
+    let fwd = |conv: &dyn Fn(&Tensor) -> Result<Tensor>| {
+        time(|| {
+            conv(&x)?;
+            Ok(())
+        })
+    };
+    // Forward + backward to the input (weights frozen, as in Gatys/DeepDream).
+    let fwd_bwd = |conv: &dyn Fn(&Tensor) -> Result<Tensor>| {
+        let xv = Var::from_tensor(&x).unwrap();
+        time(|| {
+            let grads = conv(xv.as_tensor())?.sum_all()?.backward()?;
+            assert!(grads.get(xv.as_tensor()).is_some());
+            Ok(())
+        })
+    };
+    let ours = |x: &Tensor| conv2d(x, &wt, Some(&b), 1, 1);
+    let theirs = |x: &Tensor| candle_reference(x, &wt, Some(&b), 1, 1);
+
+    let (f, fb) = (fwd(&ours), fwd_bwd(&ours));
+    println!(
+        "{cin:>3}->{cout:<3} 3x3 {w}x{h}: ours   fwd {:7.2} ms {:6.1} GFLOP/s | fwd+bwd(x) {:7.2} ms {:6.1} GFLOP/s",
+        f * 1e3,
+        gf(flops, f),
+        fb * 1e3,
+        gf(2.0 * flops, fb)
+    );
+    if with_candle {
+        let (f, fb) = (fwd(&theirs), fwd_bwd(&theirs));
+        println!(
+            "{cin:>3}->{cout:<3} 3x3 {w}x{h}: candle fwd {:7.2} ms {:6.1} GFLOP/s | fwd+bwd(x) {:7.2} ms {:6.1} GFLOP/s",
+            f * 1e3,
+            gf(flops, f),
+            fb * 1e3,
+            gf(2.0 * flops, fb)
+        );
+    }
+}
+
+/// GFLOP/s count 2·Cout·Cin·9·H·W per forward and twice that for forward +
+/// input gradient (candle's backward also computes the unused weight
+/// gradient; that is part of what it costs).
+#[test]
+#[ignore]
+fn bench_vgg_layers() {
+    println!("rayon threads: {}", rayon::current_num_threads());
+    bench_layer(64, 64, 240, 320, true);
+    bench_layer(256, 256, 120, 160, true);
+    // The rest of VGG19's shapes at a 320x240 input, ours only.
+    bench_layer(3, 64, 240, 320, false);
+    bench_layer(128, 128, 120, 160, false);
+    bench_layer(256, 256, 60, 80, false);
+    bench_layer(512, 512, 30, 40, false);
+    bench_layer(512, 512, 15, 20, false);
+}
