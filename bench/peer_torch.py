@@ -338,7 +338,11 @@ def main():
     torch.manual_seed(args.seed)
     threads = torch.get_num_threads()
     print(f"torch {torch.__version__} | threads {threads} | mkldnn "
-          f"{torch.backends.mkldnn.is_available()} | {cpu_model()}", flush=True)
+          f"{torch.backends.mkldnn.is_available()} | {cpu_model()} | {os.cpu_count()} cpus",
+          flush=True)
+    if os.getloadavg()[0] > 0.5:
+        print(f"warning: 1-min load average is {os.getloadavg()[0]:.2f}: other work on this "
+              "machine will slow these timings", flush=True)
 
     t = time.perf_counter()
     vgg = VGG19Features(dequantize(load_state(open_vgg_bin(args))))
@@ -346,15 +350,20 @@ def main():
 
     results = {}
     for name in names:
-        print(f"running {name} ...", flush=True)
+        load_before = os.getloadavg()[0]
+        print(f"running {name} ... (1-min load average {load_before:.2f})", flush=True)
         r = RUNNERS[name](vgg, args)
         runs = r.pop("runs")
         results[name] = {"ms": statistics.median(runs), "runs": runs,
-                         "torch": torch.__version__, "threads": threads, **r}
+                         "torch": torch.__version__, "threads": threads, **r,
+                         # other work on the machine skews timings: keep the
+                         # 1-min load average before and after with them
+                         "load_before": load_before, "load_after": os.getloadavg()[0]}
 
-    print(f"\n{'benchmark':<32} {'median ms':>12} {'runs':>5}")
+    print(f"\n{'benchmark':<32} {'median ms':>12} {'runs':>5} {'load':>11}")
     for name, r in results.items():
-        print(f"{name:<32} {r['ms']:>12.1f} {len(r['runs']):>5}")
+        print(f"{name:<32} {r['ms']:>12.1f} {len(r['runs']):>5} "
+              f"{r['load_before']:>5.2f}/{r['load_after']:<5.2f}")
     if "gatys_512_100" in results:
         g = results["gatys_512_100"]
         print(f"gatys: {g['evals']} evals, 100 L-BFGS iterations {statistics.median(g['iter_ms']):.0f} ms "

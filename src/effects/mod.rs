@@ -16,6 +16,9 @@ pub mod gatys;
 use anyhow::Result;
 use candle_core::Tensor;
 
+/// A progress callback an effect calls after each optimisation step.
+pub type StepCallback<'a, T> = Box<dyn FnMut(&T) + Send + 'a>;
+
 /// Something that paints frames.
 pub trait Effect: Send {
     /// A short description for logs and progress lines.

@@ -663,7 +663,7 @@ fn flip_transpose(w: &[f32], g: &Geom) -> Vec<f32> {
         for ci in 0..g.cin {
             let src = &w[(co * g.cin + ci) * taps..][..taps];
             let dst = &mut out[(ci * g.cout + co) * taps..][..taps];
-            for (d, s) in dst.iter_mut().zip(src.iter()) {
+            for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
                 *d = *s;
             }
         }
@@ -851,4 +851,100 @@ fn backward_weight(x: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
         }
     }
     dw
+}
+
+#[cfg(test)]
+mod tuning {
+    use super::*;
+    use std::time::Instant;
+
+    fn best<F: FnMut()>(mut f: F) -> f64 {
+        f();
+        let mut b = f64::INFINITY;
+        for _ in 0..5 {
+            let t = Instant::now();
+            f();
+            b = b.min(t.elapsed().as_secs_f64());
+        }
+        b
+    }
+
+    #[test]
+    #[ignore]
+    fn tune() {
+        let spec = std::env::var("L").unwrap_or("64,64,240,320".into());
+        let v: Vec<usize> = spec.split(',').map(|s| s.parse().unwrap()).collect();
+        let (cin, cout, h, w) = (v[0], v[1], v[2], v[3]);
+        let g = Geom::new(&[1, cin, h, w], &[cout, cin, 3, 3], 1, 1, 1).unwrap();
+        let x: Vec<f32> = (0..cin * h * w).map(|i| (i % 7) as f32 * 0.1).collect();
+        let wt: Vec<f32> = (0..cout * g.k()).map(|i| (i % 5) as f32 * 0.01).collect();
+        let k = g.k();
+        let flops = 2.0 * (cout * k * h * w) as f64;
+        let mut full = vec![0f32; k * h * w];
+        im2col(&x, &g, 0, h, &mut full);
+        let mut y = vec![0f32; cout * h * w];
+        for par in [Parallelism::None, Parallelism::Rayon(2)] {
+            let t = best(|| unsafe {
+                gemm_f32(
+                    cout,
+                    h * w,
+                    k,
+                    y.as_mut_ptr(),
+                    (h * w, 1),
+                    false,
+                    wt.as_ptr(),
+                    (k, 1),
+                    full.as_ptr(),
+                    (h * w, 1),
+                    par,
+                )
+            });
+            println!(
+                "full gemm {par:?}: {:.2} ms {:.1} GF",
+                t * 1e3,
+                flops / t / 1e9
+            );
+        }
+        for rows in [1usize, 2, 4, 8, 16] {
+            if rows > h {
+                continue;
+            }
+            let p = rows * w;
+            let mut col = vec![0f32; k * p];
+            let nb = h / rows;
+            let t_i = best(|| {
+                for b in 0..nb {
+                    im2col(&x, &g, b * rows, (b + 1) * rows, &mut col);
+                }
+            });
+            let t_g = best(|| {
+                for b in 0..nb {
+                    unsafe {
+                        gemm_f32(
+                            cout,
+                            p,
+                            k,
+                            y[b * p..].as_mut_ptr(),
+                            (h * w, 1),
+                            false,
+                            wt.as_ptr(),
+                            (k, 1),
+                            col.as_ptr(),
+                            (p, 1),
+                            Parallelism::None,
+                        )
+                    }
+                }
+            });
+            let f = flops * (nb * rows) as f64 / h as f64;
+            println!(
+                "rows {rows:2} P {p:5} col {:6} KB: im2col {:.2} ms gemm {:.2} ms ({:.1} GF) total {:.1} GF",
+                k * p * 4 / 1024,
+                t_i * 1e3,
+                t_g * 1e3,
+                f / t_g / 1e9,
+                f / (t_g + t_i) / 1e9
+            );
+        }
+    }
 }

@@ -25,7 +25,8 @@
 //! The input is untrusted as far as this module is concerned: every read is
 //! bounds-checked, every size is checked for overflow before it is used, and
 //! malformed input of any kind yields an error saying what was being read at
-//! which byte — never a panic, and never an allocation larger than the input.
+//! which byte — never a panic, and never an allocation sized from a length
+//! field that has not been checked against the bytes actually present.
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -616,7 +617,7 @@ impl Machine {
     }
 
     fn set_items(&mut self, items: Vec<Value>, at: usize) -> Result<()> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             bail!("SETITEMS at byte {at} has an odd number of items");
         }
         let depth = container_depth(items.iter(), at)?;

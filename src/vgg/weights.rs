@@ -27,7 +27,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{Device, Tensor};
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype, SafeTensors};
 use sha2::{Digest, Sha256};
 
 use super::torch_legacy::{read_legacy_torch_file, RawData, RawTensor};
@@ -438,19 +438,47 @@ pub fn write_vgg_safetensors(tensors: &[VggTensor], source: &str, output: &Path)
     );
     metadata.insert("sha256".into(), digest);
 
-    let views = tensors
-        .iter()
-        .zip(&bytes)
-        .map(|(t, b)| {
-            Ok((
-                t.name.as_str(),
-                TensorView::new(Dtype::F32, t.shape.clone(), b)?,
-            ))
-        })
-        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
-    let file = safetensors::tensor::serialize(views, Some(metadata.into_iter().collect()))
-        .context("cannot serialise the VGG19 weights")?;
+    let file = encode_safetensors(&metadata, tensors.iter().zip(&bytes))?;
     write_atomically(output, &file)
+}
+
+/// Lays out a safetensors file: 8-byte little-endian header length, JSON
+/// header (space-padded to a multiple of 8 so the data is aligned), data.
+///
+/// Written here rather than with `safetensors::serialize` because that one
+/// emits the metadata in `HashMap` order, which changes from run to run; this
+/// writes keys in a fixed order, so converting the same wheel always gives
+/// the same bytes (anyone can compare `sha256sum`s across machines). The
+/// result is checked by parsing it back with the safetensors crate.
+fn encode_safetensors<'a>(
+    metadata: &BTreeMap<String, String>,
+    tensors: impl Iterator<Item = (&'a VggTensor, &'a Vec<u8>)> + Clone,
+) -> Result<Vec<u8>> {
+    let mut header = serde_json::Map::new();
+    header.insert("__metadata__".into(), serde_json::json!(metadata));
+    let mut offset = 0usize;
+    for (t, data) in tensors.clone() {
+        header.insert(
+            t.name.clone(),
+            serde_json::json!({
+                "dtype": "F32",
+                "shape": t.shape,
+                "data_offsets": [offset, offset + data.len()],
+            }),
+        );
+        offset += data.len();
+    }
+    let mut json = serde_json::to_vec(&serde_json::Value::Object(header))?;
+    json.resize(json.len().div_ceil(8) * 8, b' ');
+
+    let mut file = Vec::with_capacity(8 + json.len() + offset);
+    file.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    file.extend_from_slice(&json);
+    for (_, data) in tensors {
+        file.extend_from_slice(data);
+    }
+    SafeTensors::deserialize(&file).context("the safetensors file just encoded does not parse")?;
+    Ok(file)
 }
 
 /// SHA-256 over everything a weights file says: its metadata (but the digest
@@ -549,7 +577,21 @@ pub fn load_vgg_tensors(path: &Path, device: &Device) -> Result<HashMap<String, 
     Ok(out)
 }
 
+/// Larger than any plausible weights file (the real one is ~80 MB): a
+/// `--vgg` pointing at, say, a video is refused before it is read whole.
+const MAX_WEIGHTS_FILE_BYTES: u64 = 512 << 20;
+
 fn read_weights_file(path: &Path) -> Result<Vec<u8>> {
+    if let Ok(m) = std::fs::metadata(path) {
+        if m.len() > MAX_WEIGHTS_FILE_BYTES {
+            bail!(
+                "{} is {} bytes, far larger than VGG19 weights; is --vgg / {VGG_ENV} pointing \
+                 at the right file? Run `stylestream fetch-vgg` to create it",
+                path.display(),
+                m.len()
+            );
+        }
+    }
     match std::fs::read(path) {
         Ok(b) => Ok(b),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
@@ -563,9 +605,12 @@ fn read_weights_file(path: &Path) -> Result<Vec<u8>> {
     }
 }
 
+/// A validated tensor: name, shape and raw little-endian f32 bytes.
+type CheckedTensor<'a> = (String, Vec<usize>, &'a [u8]);
+
 /// The checks behind [`verify_vgg_file`] and [`load_vgg_tensors`]; returns
 /// the tensors' names, shapes and raw little-endian bytes in network order.
-fn validate<'a>(buf: &'a [u8], path: &Path) -> Result<Vec<(String, Vec<usize>, &'a [u8])>> {
+fn validate<'a>(buf: &'a [u8], path: &Path) -> Result<Vec<CheckedTensor<'a>>> {
     let p = path.display();
     let fix = "run `stylestream fetch-vgg --force` to replace it";
     let st = SafeTensors::deserialize(buf).map_err(|e| {

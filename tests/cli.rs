@@ -1,0 +1,248 @@
+//! The `stylestream` binary end to end: what a user sees on success and on
+//! bad input (a one-line error naming the problem, non-zero exit, no output).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn stylestream(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_stylestream"))
+        .args(args)
+        .output()
+        .expect("run stylestream")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A small PNG photo in `dir`.
+fn photo(dir: &Path, name: &str, h: usize, w: usize) -> PathBuf {
+    let path = dir.join(name);
+    let t = common::synthetic_photo(h, w);
+    let img = stylestream::image_io::tensor_to_image(&t).unwrap();
+    stylestream::image_io::save_image(&img, None, &path).unwrap();
+    path
+}
+
+fn painting(dir: &Path) -> PathBuf {
+    let path = dir.join("painting.png");
+    let t = common::synthetic_painting(64, 64);
+    let img = stylestream::image_io::tensor_to_image(&t).unwrap();
+    stylestream::image_io::save_image(&img, None, &path).unwrap();
+    path
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn help_teaches_every_command() {
+    let out = stylestream(&["--help"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for cmd in ["fetch-vgg", "gatys", "dream", "features"] {
+        assert!(text.contains(cmd), "--help does not mention {cmd}");
+    }
+    let out = stylestream(&["dream", "--help"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--octave-scale"));
+    let train = Command::new(env!("CARGO_BIN_EXE_stylestream-train"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(train.status.success());
+    assert!(String::from_utf8_lossy(&train.stdout).contains("Johnson"));
+}
+
+#[test]
+fn gatys_writes_a_painting() {
+    let dir = tempfile::tempdir().unwrap();
+    let content = photo(dir.path(), "photo.png", 48, 64);
+    let style = painting(dir.path());
+    let output = dir.path().join("out.jpg");
+    let out = stylestream(&[
+        "gatys",
+        "--content",
+        s(&content),
+        "--style",
+        s(&style),
+        "--output",
+        s(&output),
+        "--size",
+        "64",
+        "--steps",
+        "5",
+        "--device",
+        "cpu",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let img = image::open(&output).unwrap();
+    assert_eq!((img.width(), img.height()), (64, 48));
+    assert!(stderr(&out).contains("style loss"));
+}
+
+#[test]
+fn dream_and_features_write_their_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = photo(dir.path(), "photo.png", 60, 80);
+    let output = dir.path().join("dream.png");
+    let out = stylestream(&[
+        "dream",
+        "--input",
+        s(&input),
+        "--output",
+        s(&output),
+        "--octaves",
+        "2",
+        "--steps",
+        "2",
+        "--layers",
+        "relu3_1",
+        "--device",
+        "cpu",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(output.exists());
+    assert!(stderr(&out).contains("mean relu3_1 activation"));
+
+    let feats = dir.path().join("f.safetensors");
+    let out = stylestream(&[
+        "features",
+        "--input",
+        s(&input),
+        "--layers",
+        "relu1_1,pool2,relu4_2",
+        "--output",
+        s(&feats),
+        "--device",
+        "cpu",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let t = candle_core::safetensors::load(&feats, &candle_core::Device::Cpu).unwrap();
+    assert_eq!(t["relu1_1"].dims(), &[1, 64, 60, 80]);
+    assert_eq!(t["pool2"].dims(), &[1, 128, 15, 20]);
+    assert_eq!(t["relu4_2"].dims(), &[1, 512, 7, 10]);
+}
+
+/// Runs a command expected to fail and checks the message and that no
+/// output file appeared.
+fn assert_fails(args: &[&str], output: &Path, expect: &str) {
+    let out = stylestream(args);
+    assert!(!out.status.success(), "{args:?} should fail");
+    let err = stderr(&out);
+    assert!(
+        err.contains(expect),
+        "{args:?}: expected '{expect}' in: {err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!output.exists(), "{args:?} left {}", output.display());
+}
+
+#[test]
+fn bad_input_is_a_clear_error_with_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = photo(dir.path(), "photo.png", 40, 40);
+    let out = dir.path().join("out.png");
+    let missing = dir.path().join("missing.jpg");
+    let text = dir.path().join("notes.png");
+    std::fs::write(&text, "not an image").unwrap();
+
+    assert_fails(
+        &["dream", "--input", s(&missing), "--output", s(&out)],
+        &out,
+        "missing.jpg",
+    );
+    assert_fails(
+        &["dream", "--input", s(&text), "--output", s(&out)],
+        &out,
+        "notes.png",
+    );
+    assert_fails(
+        &[
+            "dream",
+            "--input",
+            s(&input),
+            "--output",
+            s(&out),
+            "--layers",
+            "relu9_9",
+        ],
+        &out,
+        "unknown VGG19 layer 'relu9_9'",
+    );
+    assert_fails(
+        &[
+            "dream",
+            "--input",
+            s(&input),
+            "--output",
+            s(&out),
+            "--size",
+            "0",
+        ],
+        &out,
+        "--size",
+    );
+    assert_fails(
+        &[
+            "dream",
+            "--input",
+            s(&input),
+            "--output",
+            s(&out),
+            "--size",
+            "big",
+        ],
+        &out,
+        "--size",
+    );
+    assert_fails(
+        &["dream", "--input", s(&input), "--output", s(&input)],
+        &out,
+        "input",
+    );
+    assert_fails(
+        &[
+            "gatys",
+            "--content",
+            s(&input),
+            "--style",
+            s(&missing),
+            "--output",
+            s(&out),
+        ],
+        &out,
+        "missing.jpg",
+    );
+    let bad_ext = dir.path().join("out.xyz");
+    assert_fails(
+        &["dream", "--input", s(&input), "--output", s(&bad_ext)],
+        &bad_ext,
+        "xyz",
+    );
+    // The input is untouched by all of this.
+    assert!(image::open(&input).is_ok());
+}
+
+#[test]
+fn missing_vgg_weights_name_the_command_that_fetches_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = photo(dir.path(), "photo.png", 40, 40);
+    let out = dir.path().join("out.png");
+    let nowhere = dir.path().join("nowhere/vgg19.safetensors");
+    assert_fails(
+        &[
+            "dream",
+            "--input",
+            s(&input),
+            "--output",
+            s(&out),
+            "--vgg",
+            s(&nowhere),
+        ],
+        &out,
+        "stylestream fetch-vgg",
+    );
+}
