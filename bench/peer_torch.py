@@ -293,6 +293,19 @@ RUNNERS = {
 }
 
 
+def busy_cpu_s():
+    """(CPU seconds the whole machine was busy, CPU seconds of this process)."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(t) for t in f.readline().split()[1:]]
+        # user nice system idle iowait irq softirq steal
+        busy = (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        busy = float("nan")
+    t = os.times()
+    return busy, t.user + t.system
+
+
 def cpu_model():
     try:
         with open("/proc/cpuinfo") as f:
@@ -319,8 +332,8 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dream-step", type=float, default=1.5)
     ap.add_argument("--content-weight", type=float, default=1.0)
-    ap.add_argument("--style-weight", type=float, default=1e3)
-    ap.add_argument("--tv-weight", type=float, default=1e-3)
+    ap.add_argument("--style-weight", type=float, default=100.0)
+    ap.add_argument("--tv-weight", type=float, default=1.0)
     ap.add_argument("--images", choices=("random", "real"), default="random",
                     help="gatys inputs: random (as benches/perf.rs) or real images (needs PIL)")
     ap.add_argument("--style", default="/work/shared/data/styles/starry_night.jpg")
@@ -352,18 +365,23 @@ def main():
     for name in names:
         load_before = os.getloadavg()[0]
         print(f"running {name} ... (1-min load average {load_before:.2f})", flush=True)
+        busy0, own0 = busy_cpu_s()
         r = RUNNERS[name](vgg, args)
+        busy1, own1 = busy_cpu_s()
         runs = r.pop("runs")
-        results[name] = {"ms": statistics.median(runs), "runs": runs,
+        results[name] = {"ms": statistics.median(runs), "min_ms": min(runs), "runs": runs,
                          "torch": torch.__version__, "threads": threads, **r,
                          # other work on the machine skews timings: keep the
                          # 1-min load average before and after with them
-                         "load_before": load_before, "load_after": os.getloadavg()[0]}
+                         "load_before": load_before, "load_after": os.getloadavg()[0],
+                         # CPU seconds other processes used meanwhile (~0 on
+                         # an idle machine; warm-up runs included)
+                         "other_cpu_s": round(max(0.0, (busy1 - busy0) - (own1 - own0)), 2)}
 
-    print(f"\n{'benchmark':<32} {'median ms':>12} {'runs':>5} {'load':>11}")
+    print(f"\n{'benchmark':<30} {'median ms':>11} {'min ms':>11} {'runs':>4} {'other cpu s':>11}")
     for name, r in results.items():
-        print(f"{name:<32} {r['ms']:>12.1f} {len(r['runs']):>5} "
-              f"{r['load_before']:>5.2f}/{r['load_after']:<5.2f}")
+        print(f"{name:<30} {r['ms']:>11.1f} {r['min_ms']:>11.1f} {len(r['runs']):>4} "
+              f"{r['other_cpu_s']:>11.1f}")
     if "gatys_512_100" in results:
         g = results["gatys_512_100"]
         print(f"gatys: {g['evals']} evals, 100 L-BFGS iterations {statistics.median(g['iter_ms']):.0f} ms "

@@ -75,6 +75,15 @@ fn main() {
         .expect("VGG19 weights: run `stylestream fetch-vgg` first");
     let mut results: BTreeMap<String, Vec<f64>> = BTreeMap::new();
 
+    if wanted("matmul_2048") {
+        // The machine's limit: what the GEMM kernel reaches on a big square product.
+        let a = Tensor::rand(0f32, 1., (2048, 2048), &Device::Cpu).unwrap();
+        let b = Tensor::rand(0f32, 1., (2048, 2048), &Device::Cpu).unwrap();
+        let runs = time_runs(opts.repeat, || {
+            a.matmul(&b).unwrap();
+        });
+        results.insert("matmul_2048".into(), runs);
+    }
     if wanted("vgg_fwd_relu5_1_640x480") {
         let x = random_vgg_image(480, 640);
         let runs = time_runs(opts.repeat, || {

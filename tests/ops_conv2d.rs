@@ -121,6 +121,8 @@ const CASES: &[Case] = &[
     // Padding larger than the kernel reach: the general col2im backward.
     Case::new(1, 4, 5, 3, 1, 4, 9, 6),
     Case::new(2, 4, 5, 1, 1, 1, 9, 6),
+    Case::new(1, 16, 8, 3, 1, 3, 9, 6),
+    Case::new(2, 16, 8, 1, 1, 1, 17, 23),
     // Large enough for several row bands per image.
     Case::new(1, 32, 16, 3, 1, 1, 64, 80),
     Case::new(2, 32, 16, 3, 2, 1, 64, 81),
@@ -135,6 +137,7 @@ struct Naive {
     db: Vec<f64>,
 }
 
+#[allow(clippy::needless_range_loop)] // index loops read like the formula
 fn naive(c: &Case, x: &[f32], w: &[f32], b: &[f32], r: &[f32]) -> Naive {
     let (oh, ow) = c.out_hw();
     let mut out = Naive {
@@ -283,6 +286,41 @@ fn backward_matches_candle_and_direct_loops() {
                 assert!(err < TOL, "{c:?} {name} vs candle autograd: rel err {err}");
             }
         }
+    }
+}
+
+/// Band planning depends on the thread count (and hands the GEMM the pool
+/// when bands are too few): run some cases on 1 and 3 threads too.
+#[test]
+fn other_thread_counts() {
+    for threads in [1, 3] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            for (i, c) in CASES.iter().enumerate().step_by(3) {
+                let (x, w, b, r) = case_tensors(c, 300 + i as u64);
+                let ours = run_grads(
+                    |x, w, b| conv2d(x, w, Some(b), c.stride, c.pad),
+                    &x,
+                    &w,
+                    &b,
+                    &r,
+                )
+                .unwrap();
+                let vec = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let truth = naive(c, &vec(&x), &vec(&w), &vec(&b), &vec(&r));
+                for (name, got, want) in [
+                    ("y", &ours.y, from_f64(&truth.y, ours.y.dims())),
+                    ("dx", &ours.dx, from_f64(&truth.dx, x.dims())),
+                    ("dw", &ours.dw, from_f64(&truth.dw, w.dims())),
+                ] {
+                    let err = rel_err(got, &want);
+                    assert!(err < TOL, "{threads} threads {c:?} {name}: rel err {err}");
+                }
+            }
+        });
     }
 }
 
@@ -492,7 +530,7 @@ fn bench_vgg_layers() {
     println!("rayon threads: {}", rayon::current_num_threads());
     bench_matmul_ceiling();
     // CONV_BENCH_CANDLE=0 skips candle's (slow) timings.
-    let candle = std::env::var("CONV_BENCH_CANDLE").map_or(true, |v| v != "0");
+    let candle = std::env::var("CONV_BENCH_CANDLE").as_deref() != Ok("0");
     bench_layer(64, 64, 240, 320, candle);
     bench_layer(256, 256, 120, 160, candle);
     // The rest of VGG19's shapes at a 320x240 input, ours only.

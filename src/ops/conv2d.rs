@@ -422,12 +422,17 @@ fn dense_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> 
 // ---------------------------------------------------------------------------
 // Kernels on dense slices.
 
-/// Scratch budget (f32 elements) of one band's im2col panel. 1 MiB keeps a
-/// panel within reach of L2/L3 on the 2-core target while leaving the GEMM
-/// hundreds of pixels per call.
-const PANEL_FLOATS: usize = 1 << 18;
+/// Scratch budget (f32 elements, 512 KiB) of one band: its im2col panel plus
+/// its block of output rows, so that both stay in L2 while the GEMM works on
+/// them. Measured on the 2-core Zen 4 target, 2^17..2^19 are within noise of
+/// each other; it matters mostly for the few-channel layers, whose panels are
+/// small and would otherwise make very tall bands.
+const PANEL_FLOATS: usize = 1 << 17;
 /// Fewest pixels a band should hand the GEMM: below this the weight matrix
 /// is re-streamed for too little work (deep layers have multi-MB weights).
+/// This, not the cache budget, sets the band height of the wide-channel
+/// layers (a 512-channel 3x3 panel row of 40 pixels is already 720 KiB);
+/// GEMMs of 20-40 pixels measured 30% slower than 160-320.
 const MIN_BAND_PIXELS: usize = 256;
 
 /// How a dimension of `rows` rows (per image, `images` images) is cut into
@@ -442,21 +447,36 @@ struct Bands {
 }
 
 impl Bands {
+    /// Bands of about [`PANEL_FLOATS`] scratch (`floats_per_row` per row:
+    /// panel plus output block) but at least [`MIN_BAND_PIXELS`] pixels,
+    /// split further when that leaves threads idle.
     fn plan(images: usize, rows: usize, floats_per_row: usize, pixels_per_row: usize) -> Self {
         let threads = rayon::current_num_threads().max(1);
         let rows = rows.max(1);
         let by_cache = PANEL_FLOATS / floats_per_row.max(1);
         let by_gemm = MIN_BAND_PIXELS.div_ceil(pixels_per_row.max(1));
-        let mut band = by_cache.max(by_gemm).clamp(1, rows);
-        // Give every thread a band when the batch alone does not.
-        let per_image = threads.div_ceil(images.max(1));
-        if rows.div_ceil(band) < per_image {
-            band = rows.div_ceil(per_image.min(rows));
+        let band = by_cache.max(by_gemm).clamp(1, rows);
+        let mut count = rows.div_ceil(band);
+        // With few items, a remainder leaves threads idle at the end (3 bands
+        // on 2 threads run at 2/3 speed): round the total up to a multiple of
+        // the thread count, which also gives every thread a band at batch 1.
+        let total = images.max(1) * count;
+        if total < 4 * threads {
+            count = total
+                .next_multiple_of(threads)
+                .div_ceil(images.max(1))
+                .min(rows);
         }
         // Equal bands rather than a short last one.
-        let count = rows.div_ceil(band);
         let band = rows.div_ceil(count);
-        let count = rows.div_ceil(band);
+        Self::exact(images, rows, band)
+    }
+
+    /// Bands of exactly `band` rows (the last one shorter).
+    fn exact(images: usize, rows: usize, band: usize) -> Self {
+        let threads = rayon::current_num_threads().max(1);
+        let band = band.clamp(1, rows.max(1));
+        let count = rows.max(1).div_ceil(band);
         let gemm = if images * count < threads {
             Parallelism::Rayon(threads)
         } else {
@@ -609,7 +629,8 @@ fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Geom) -> Vec<f32> {
         return y;
     }
     let pointwise = g.is_pointwise();
-    let bands = Bands::plan(g.n, g.oh, if pointwise { 0 } else { k * g.ow }, g.ow);
+    let panel = if pointwise { 0 } else { k };
+    let bands = Bands::plan(g.n, g.oh, (panel + g.cout) * g.ow, g.ow);
     let out = SharedMut(y.as_mut_ptr());
     (0..g.n * bands.count)
         .into_par_iter()
@@ -659,24 +680,35 @@ fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Geom) -> Vec<f32> {
 fn flip_transpose(w: &[f32], g: &Geom) -> Vec<f32> {
     let taps = g.kh * g.kw;
     let mut out = vec![0f32; w.len()];
-    for co in 0..g.cout {
-        for ci in 0..g.cin {
-            let src = &w[(co * g.cin + ci) * taps..][..taps];
-            let dst = &mut out[(ci * g.cout + co) * taps..][..taps];
-            for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
-                *d = *s;
+    // For the deep, small-spatial layers this 9 MB shuffle is a visible part
+    // of the backward (~3 ms next to 13 ms for 512 channels at 20x15), so
+    // the rows of the result run in parallel. (Reading the forward weight
+    // through strides instead, one GEMM per tap, measured slower: the GEMM
+    // then repacks a scattered operand for every band.)
+    out.par_chunks_mut(g.cout * taps)
+        .enumerate()
+        .for_each(|(ci, row)| {
+            for (co, dst) in row.chunks_exact_mut(taps).enumerate() {
+                let src = &w[(co * g.cin + ci) * taps..][..taps];
+                for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
+                    *d = *s;
+                }
             }
-        }
-    }
+        });
     out
 }
 
+/// Input channels below which the stride-1 input gradient goes through
+/// col2im rather than the flipped convolution: that convolution's GEMM has
+/// only `Cin` output rows (3 for the image layer), which fills a fraction of
+/// the microkernel, while col2im's GEMM has `Cin*KH*KW`.
+const FLIPPED_MIN_CIN: usize = 16;
+
 /// `dX` for output gradient `dy` (N, Cout, OH, OW).
 fn backward_input(dy: &[f32], w: &[f32], g: &Geom) -> Vec<f32> {
-    if g.stride == 1 && g.pad_h < g.kh && g.pad_w < g.kw {
+    if g.stride == 1 && g.pad_h < g.kh && g.pad_w < g.kw && g.cin >= FLIPPED_MIN_CIN {
         // dX[ci, y, x] = Σ W[co, ci, ky, kx] · dY[co, y + pad - ky, x + pad - kx]
         // is a correlation of dY, padded by K-1-pad, with the flipped kernel.
-        let flipped = flip_transpose(w, g);
         let gt = Geom {
             n: g.n,
             cin: g.cout,
@@ -691,100 +723,106 @@ fn backward_input(dy: &[f32], w: &[f32], g: &Geom) -> Vec<f32> {
             oh: g.h,
             ow: g.w,
         };
-        return forward(dy, &flipped, None, &gt);
+        return forward(dy, &flip_transpose(w, g), None, &gt);
     }
     col2im_input_grad(dy, w, g)
 }
 
-/// Output rows `[lo, hi)` that read any input row of `[r0, r1)`.
-fn out_rows_reading(g: &Geom, r0: usize, r1: usize) -> (usize, usize) {
-    // Output row oy reads input rows oy*s - pad .. oy*s - pad + KH - 1.
-    let lo = (r0 + g.pad_h).saturating_sub(g.kh - 1).div_ceil(g.stride);
-    let hi = ((r1 - 1 + g.pad_h) / g.stride + 1).min(g.oh);
-    (lo.min(hi), hi)
-}
-
-/// General (strided or over-padded) input gradient: per band of *input*
-/// rows, `dcol = Wᵀ · dY` over the output rows that read the band, then
-/// col2im-accumulate only the contributions landing inside the band, so
-/// parallel bands never write the same element.
+/// General (strided, over-padded or few-channel) input gradient: per band
+/// of output rows, `dcol = Wᵀ · dY_band`, then col2im accumulates it into
+/// the input rows the band read. Neighbouring bands share a few input rows,
+/// so the bands run in two waves (even, then odd); bands are at least
+/// `KH/stride` rows tall so that two bands of the same wave never touch the
+/// same row, and nothing is computed twice.
 fn col2im_input_grad(dy: &[f32], w: &[f32], g: &Geom) -> Vec<f32> {
     let (k, op, ip) = (g.k(), g.out_plane(), g.in_plane());
     let mut dx = vec![0f32; g.n * g.cin * ip];
     if dx.is_empty() || op == 0 {
         return dx;
     }
-    // One input row needs about 1/stride output rows of dcol.
-    let bands = Bands::plan(
-        g.n,
-        g.h,
-        (k * g.ow).div_ceil(g.stride),
-        g.ow.div_ceil(g.stride),
-    );
+    let planned = Bands::plan(g.n, g.oh, (k + g.cout) * g.ow, g.ow);
+    let bands = Bands::exact(g.n, g.oh, planned.rows.max(g.kh.div_ceil(g.stride)));
     let cols: Vec<(usize, usize)> = (0..g.kw)
         .map(|kx| valid_cols(kx, g.pad_w, g.stride, g.w, g.ow))
         .collect();
     let out = SharedMut(dx.as_mut_ptr());
-    (0..g.n * bands.count)
-        .into_par_iter()
-        .for_each_init(Vec::new, |dcol: &mut Vec<f32>, item| {
-            let (b, band) = (item / bands.count, item % bands.count);
-            let (r0, r1) = bands.range(band, g.h);
-            let (lo, hi) = out_rows_reading(g, r0, r1);
-            if lo >= hi {
-                return;
-            }
-            let p = (hi - lo) * g.ow;
-            dcol.resize(k * p, 0.0);
-            // SAFETY: dcol is K x p; lhs is Wᵀ (K x Cout) read from the dense
-            // Cout x K weight; rhs is this image's dY rows lo..hi.
-            unsafe {
-                gemm_f32(
-                    k,
-                    p,
-                    g.cout,
-                    dcol.as_mut_ptr(),
-                    (p, 1),
-                    false,
-                    w.as_ptr(),
-                    (1, k),
-                    dy[b * g.cout * op + lo * g.ow..].as_ptr(),
-                    (op, 1),
-                    bands.gemm,
-                )
-            };
-            let mut rows = dcol[..k * p].chunks_exact(p);
-            for ci in 0..g.cin {
-                // SAFETY: rows r0..r1 of plane (b, ci): only this item writes them.
-                let plane = unsafe {
-                    std::slice::from_raw_parts_mut(
-                        out.at((b * g.cin + ci) * ip + r0 * g.w),
-                        (r1 - r0) * g.w,
+    for wave in 0..2 {
+        let items: Vec<usize> = (0..g.n * bands.count)
+            .filter(|item| (item % bands.count) % 2 == wave)
+            .collect();
+        // A wave holds half the bands: let the GEMM use the idle threads.
+        let threads = rayon::current_num_threads();
+        let gemm_par = if items.len() < threads {
+            Parallelism::Rayon(threads)
+        } else {
+            Parallelism::None
+        };
+        items
+            .into_par_iter()
+            .for_each_init(Vec::new, |dcol: &mut Vec<f32>, item| {
+                let (b, band) = (item / bands.count, item % bands.count);
+                let (r0, r1) = bands.range(band, g.oh);
+                let p = (r1 - r0) * g.ow;
+                dcol.resize(k * p, 0.0);
+                // SAFETY: dcol is K x p; lhs is Wᵀ (K x Cout) read from the
+                // dense Cout x K weight; rhs is this image's dY rows r0..r1.
+                unsafe {
+                    gemm_f32(
+                        k,
+                        p,
+                        g.cout,
+                        dcol.as_mut_ptr(),
+                        (p, 1),
+                        false,
+                        w.as_ptr(),
+                        (1, k),
+                        dy[b * g.cout * op + r0 * g.ow..].as_ptr(),
+                        (op, 1),
+                        gemm_par,
                     )
                 };
-                for ky in 0..g.kh {
-                    for (kx, &(clo, chi)) in cols.iter().enumerate() {
-                        let row = rows.next().expect("dcol has K rows");
-                        if clo >= chi {
-                            continue;
+                // SAFETY: within this wave only this item writes image b's
+                // input rows r0*s-pad .. (r1-1)*s-pad+KH (see above).
+                let img =
+                    unsafe { std::slice::from_raw_parts_mut(out.at(b * g.cin * ip), g.cin * ip) };
+                col2im(&dcol[..k * p], g, r0, r1, &cols, img);
+            });
+    }
+    dx
+}
+
+/// Adds the panel `dcol` of output rows `[r0, r1)` back onto the input
+/// pixels each entry was read from (the adjoint of [`im2col`]).
+fn col2im(dcol: &[f32], g: &Geom, r0: usize, r1: usize, cols: &[(usize, usize)], img: &mut [f32]) {
+    let p = (r1 - r0) * g.ow;
+    let mut rows = dcol.chunks_exact(p);
+    for plane in img.chunks_exact_mut(g.in_plane()) {
+        for ky in 0..g.kh {
+            for (kx, &(lo, hi)) in cols.iter().enumerate() {
+                let row = rows.next().expect("dcol has K rows");
+                if lo >= hi {
+                    continue;
+                }
+                let x0 = lo * g.stride + kx - g.pad_w;
+                for (oy, seg) in (r0..r1).zip(row.chunks_exact(g.ow)) {
+                    let iy = oy * g.stride + ky;
+                    if iy < g.pad_h || iy - g.pad_h >= g.h {
+                        continue;
+                    }
+                    let dst = &mut plane[(iy - g.pad_h) * g.w..][..g.w];
+                    if g.stride == 1 {
+                        for (d, s) in dst[x0..x0 + hi - lo].iter_mut().zip(&seg[lo..hi]) {
+                            *d += *s;
                         }
-                        for oy in lo..hi {
-                            let iy = oy * g.stride + ky;
-                            if iy < g.pad_h + r0 || iy >= g.pad_h + r1 {
-                                continue;
-                            }
-                            let dst = &mut plane[(iy - g.pad_h - r0) * g.w..][..g.w];
-                            let src = &row[(oy - lo) * g.ow + clo..(oy - lo) * g.ow + chi];
-                            let x0 = clo * g.stride + kx - g.pad_w;
-                            for (s, d) in src.iter().zip(dst[x0..].iter_mut().step_by(g.stride)) {
-                                *d += *s;
-                            }
+                    } else {
+                        for (d, s) in dst[x0..].iter_mut().step_by(g.stride).zip(&seg[lo..hi]) {
+                            *d += *s;
                         }
                     }
                 }
             }
-        });
-    dx
+        }
+    }
 }
 
 /// `dW = Σ_images Σ_bands dY_band · panelᵀ`: each thread sums its share of
@@ -797,7 +835,8 @@ fn backward_weight(x: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
         return vec![0f32; len];
     }
     let pointwise = g.is_pointwise();
-    let bands = Bands::plan(g.n, g.oh, if pointwise { 0 } else { k * g.ow }, g.ow);
+    let panel = if pointwise { 0 } else { k };
+    let bands = Bands::plan(g.n, g.oh, (panel + g.cout) * g.ow, g.ow);
     let items = g.n * bands.count;
     let workers = rayon::current_num_threads().clamp(1, items);
     let gemm_par = if workers == 1 {
@@ -851,100 +890,4 @@ fn backward_weight(x: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
         }
     }
     dw
-}
-
-#[cfg(test)]
-mod tuning {
-    use super::*;
-    use std::time::Instant;
-
-    fn best<F: FnMut()>(mut f: F) -> f64 {
-        f();
-        let mut b = f64::INFINITY;
-        for _ in 0..5 {
-            let t = Instant::now();
-            f();
-            b = b.min(t.elapsed().as_secs_f64());
-        }
-        b
-    }
-
-    #[test]
-    #[ignore]
-    fn tune() {
-        let spec = std::env::var("L").unwrap_or("64,64,240,320".into());
-        let v: Vec<usize> = spec.split(',').map(|s| s.parse().unwrap()).collect();
-        let (cin, cout, h, w) = (v[0], v[1], v[2], v[3]);
-        let g = Geom::new(&[1, cin, h, w], &[cout, cin, 3, 3], 1, 1, 1).unwrap();
-        let x: Vec<f32> = (0..cin * h * w).map(|i| (i % 7) as f32 * 0.1).collect();
-        let wt: Vec<f32> = (0..cout * g.k()).map(|i| (i % 5) as f32 * 0.01).collect();
-        let k = g.k();
-        let flops = 2.0 * (cout * k * h * w) as f64;
-        let mut full = vec![0f32; k * h * w];
-        im2col(&x, &g, 0, h, &mut full);
-        let mut y = vec![0f32; cout * h * w];
-        for par in [Parallelism::None, Parallelism::Rayon(2)] {
-            let t = best(|| unsafe {
-                gemm_f32(
-                    cout,
-                    h * w,
-                    k,
-                    y.as_mut_ptr(),
-                    (h * w, 1),
-                    false,
-                    wt.as_ptr(),
-                    (k, 1),
-                    full.as_ptr(),
-                    (h * w, 1),
-                    par,
-                )
-            });
-            println!(
-                "full gemm {par:?}: {:.2} ms {:.1} GF",
-                t * 1e3,
-                flops / t / 1e9
-            );
-        }
-        for rows in [1usize, 2, 4, 8, 16] {
-            if rows > h {
-                continue;
-            }
-            let p = rows * w;
-            let mut col = vec![0f32; k * p];
-            let nb = h / rows;
-            let t_i = best(|| {
-                for b in 0..nb {
-                    im2col(&x, &g, b * rows, (b + 1) * rows, &mut col);
-                }
-            });
-            let t_g = best(|| {
-                for b in 0..nb {
-                    unsafe {
-                        gemm_f32(
-                            cout,
-                            p,
-                            k,
-                            y[b * p..].as_mut_ptr(),
-                            (h * w, 1),
-                            false,
-                            wt.as_ptr(),
-                            (k, 1),
-                            col.as_ptr(),
-                            (p, 1),
-                            Parallelism::None,
-                        )
-                    }
-                }
-            });
-            let f = flops * (nb * rows) as f64 / h as f64;
-            println!(
-                "rows {rows:2} P {p:5} col {:6} KB: im2col {:.2} ms gemm {:.2} ms ({:.1} GF) total {:.1} GF",
-                k * p * 4 / 1024,
-                t_i * 1e3,
-                t_g * 1e3,
-                f / t_g / 1e9,
-                f / (t_g + t_i) / 1e9
-            );
-        }
-    }
 }
