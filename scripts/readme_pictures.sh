@@ -11,7 +11,7 @@ trap 'rm -rf "$tmp"' EXIT
 ffmpeg -loglevel error -y -ss 2 -i "$DATA/video/friday.mp4" -frames:v 1 "$tmp/frame.png"
 $BIN gatys --content "$tmp/frame.png" --style "$DATA/styles/starry_night.jpg" --size 320 --steps 200 \
   --output docs/images/friday_gatys_starry_night.jpg
-$BIN gatys --content "$tmp/frame.png" --style "$DATA/styles/the_scream.jpg" --size 320 --steps 200 \
+$BIN gatys --content "$tmp/frame.png" --style "$DATA/styles/the_scream.jpg" --size 320 --steps 100 \
   --preserve-color --output docs/images/friday_gatys_scream_preserve_color.jpg
 $BIN dream --input "$tmp/frame.png" --size 320 --output docs/images/friday_dream_relu4_2.jpg
 $BIN dream --input "$tmp/frame.png" --size 320 --layers relu3_3 --octaves 3 \

@@ -84,6 +84,43 @@ fn gatys_writes_a_painting() {
 }
 
 #[test]
+fn gatys_with_adam_noise_init_and_preserved_colour() {
+    let dir = tempfile::tempdir().unwrap();
+    let content = photo(dir.path(), "photo.png", 40, 56);
+    let style = painting(dir.path());
+    let output = dir.path().join("out.png");
+    let out = stylestream(&[
+        "gatys",
+        "--content",
+        s(&content),
+        "--style",
+        s(&style),
+        "--output",
+        s(&output),
+        "--size",
+        "56",
+        "--steps",
+        "8",
+        "--optimizer",
+        "adam",
+        "--init",
+        "noise",
+        "--seed",
+        "3",
+        "--preserve-color",
+        "--pooling",
+        "avg",
+        "--style-size",
+        "48",
+        "--device",
+        "cpu",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let img = image::open(&output).unwrap();
+    assert_eq!((img.width(), img.height()), (56, 40));
+}
+
+#[test]
 fn dream_and_features_write_their_outputs() {
     let dir = tempfile::tempdir().unwrap();
     let input = photo(dir.path(), "photo.png", 60, 80);
