@@ -17,6 +17,7 @@
 //! * [`losses`] — content, Gram-matrix style and total-variation losses shared
 //!   by Gatys, DeepDream and training.
 //! * [`optim`] — L-BFGS and Adam over image pixels.
+//! * [`models`] — the feed-forward transform networks (Johnson et al.).
 //! * [`ops`] — fast CPU kernels (as candle custom ops) for the layers the
 //!   networks use.
 //! * [`device`] — `--device cpu|cuda:N` parsing.
@@ -25,6 +26,7 @@ pub mod device;
 pub mod effects;
 pub mod image_io;
 pub mod losses;
+pub mod models;
 pub mod ops;
 pub mod optim;
 pub mod vgg;

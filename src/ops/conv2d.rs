@@ -15,7 +15,8 @@
 //!   so that a band's im2col panel (`Cin*KH*KW` rows by `band_rows*OW`
 //!   pixels, pixel-contiguous, which is the column-major left operand the
 //!   `gemm` microkernel wants once it transposes the pixel-contiguous
-//!   destination) stays around the size of L2/L3 cache. Memory stays bounded
+//!   destination) and its block of output rows fit in about half a MiB of
+//!   L2, but hand the GEMM at least 256 pixels. Memory stays bounded
 //!   whatever the image size, and the panel is still warm when the GEMM reads
 //!   it.
 //! * **One GEMM per band, written in place.** `gemm::gemm` takes arbitrary
@@ -23,17 +24,19 @@
 //!   the NCHW output (row stride `OH*OW`); the bias is the initial value of
 //!   those rows and the GEMM accumulates onto it, so there is no extra pass.
 //! * **Parallel bands.** Bands (of every image of the batch) are independent
-//!   and run on rayon's pool with single-threaded GEMMs; only when there are
-//!   fewer bands than threads (tiny deep layers) does the GEMM itself go
-//!   parallel.
-//! * **Backward to the input** for stride 1 (every VGG layer, and the 9x9 and
-//!   3x3 stride-1 layers of the feed-forward net) is the same banded forward
-//!   kernel applied to the output gradient with the spatially flipped,
-//!   in/out-transposed kernel and padding `K-1-pad`: no scatter, no
-//!   overlapping writes, no redundant work. Strided layers use banded
-//!   `col2im(Wᵀ·dY)`, with bands over *input* rows so that concurrent bands
-//!   never write the same element (at the price of recomputing the few
-//!   output rows that two bands share).
+//!   and run on rayon's pool with single-threaded GEMMs (with few bands
+//!   their count is rounded to a multiple of the thread count); only when
+//!   there are fewer bands than threads does the GEMM itself go parallel.
+//! * **Backward to the input** for stride 1 (every VGG layer past the first,
+//!   and the 9x9 and 3x3 stride-1 layers of the feed-forward net) is the
+//!   same banded forward kernel applied to the output gradient with the
+//!   spatially flipped, in/out-transposed kernel and padding `K-1-pad`: no
+//!   scatter, no overlapping writes, the forward's speed. Strided layers,
+//!   and layers with fewer than 16 input channels (whose flipped GEMM would
+//!   have only `Cin` rows — 3 for the image), use banded `col2im(Wᵀ·dY)`:
+//!   bands over output rows, run in two waves (even, then odd bands) so that
+//!   no two concurrent bands add into the same input row and nothing is
+//!   computed twice.
 //! * **Only the gradients that are needed.** The backward returns a weight
 //!   (or bias) gradient only when that tensor tracks gradients (a `Var`, or
 //!   the result of tracked ops); VGG's plain-tensor weights cost nothing.

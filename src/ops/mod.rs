@@ -3,4 +3,7 @@
 //! candle's own ops.
 
 pub mod conv2d;
+pub mod instance_norm;
 pub mod pool;
+pub mod reflection_pad;
+pub mod upsample;
