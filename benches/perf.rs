@@ -64,6 +64,15 @@ fn random_vgg_image(h: usize, w: usize) -> Tensor {
     (Tensor::rand(0f32, 255., (1, 3, h, w), &Device::Cpu).unwrap() - 120.0).unwrap()
 }
 
+/// Forward to relu4_1 and backward of its mean square to the image: the
+/// core of a DeepDream step and of every Gatys step.
+fn relu4_1_energy_gradient(vgg: &Vgg19, x: &Var) -> Tensor {
+    let l = layer("relu4_1");
+    let a = vgg.forward(x.as_tensor(), &[l]).unwrap();
+    let loss = a[&l].sqr().unwrap().mean_all().unwrap();
+    loss.backward().unwrap().remove(x).unwrap()
+}
+
 fn main() {
     let opts = parse_args();
     let wanted = |name: &str| {
@@ -91,36 +100,25 @@ fn main() {
         });
         results.insert("vgg_fwd_relu5_1_640x480".into(), runs);
     }
-    if wanted("vgg_fwd_bwd_relu4_1_640x480") {
+    for (name, dream_update) in [
+        ("vgg_fwd_bwd_relu4_1_640x480", false),
+        ("dream_step_640x480", true),
+    ] {
+        if !wanted(name) {
+            continue;
+        }
         let x = Var::from_tensor(&random_vgg_image(480, 640)).unwrap();
-        let l = layer("relu4_1");
         let runs = time_runs(opts.repeat, || {
-            let a = vgg.forward(x.as_tensor(), &[l]).unwrap();
-            let loss = a[&l].sqr().unwrap().mean_all().unwrap();
-            let g = loss.backward().unwrap();
-            assert!(g.get(&x).is_some());
+            let g = relu4_1_energy_gradient(&vgg, &x);
+            if dream_update {
+                // DeepDream's normalised ascent step, as in effects::dream.
+                let scale = g.abs().unwrap().mean_all().unwrap();
+                let scale = scale.to_scalar::<f32>().unwrap() as f64;
+                x.set(&(x.as_tensor() + (g * (1.5 / scale)).unwrap()).unwrap())
+                    .unwrap();
+            }
         });
-        results.insert("vgg_fwd_bwd_relu4_1_640x480".into(), runs);
-    }
-    if wanted("dream_step_640x480") {
-        let x = Var::from_tensor(&random_vgg_image(480, 640)).unwrap();
-        let l = layer("relu4_1");
-        let runs = time_runs(opts.repeat, || {
-            let a = vgg.forward(x.as_tensor(), &[l]).unwrap();
-            let loss = a[&l].sqr().unwrap().mean_all().unwrap();
-            let g = loss.backward().unwrap();
-            let g = g.get(&x).unwrap();
-            let scale = g
-                .abs()
-                .unwrap()
-                .mean_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap() as f64;
-            x.set(&(x.as_tensor() + (g * (1.5 / scale)).unwrap()).unwrap())
-                .unwrap();
-        });
-        results.insert("dream_step_640x480".into(), runs);
+        results.insert(name.into(), runs);
     }
     if wanted("gatys_512_100") {
         let content = Tensor::rand(0f32, 1., (1, 3, 384, 512), &Device::Cpu).unwrap();

@@ -106,8 +106,9 @@ const DTYPES: &[DType] = &[DType::F32, DType::F64];
 fn ref_reflection_pad(x: &Tensor, p: usize) -> Result<Tensor> {
     let pad_axis = |t: &Tensor, dim: usize| -> Result<Tensor> {
         let n = t.dim(dim)?;
-        let before = t.narrow(dim, 1, p)?.flip(&[dim])?;
-        let after = t.narrow(dim, n - 1 - p, p)?.flip(&[dim])?;
+        // candle's index_select (behind flip) wants contiguous input.
+        let before = t.narrow(dim, 1, p)?.contiguous()?.flip(&[dim])?;
+        let after = t.narrow(dim, n - 1 - p, p)?.contiguous()?.flip(&[dim])?;
         Tensor::cat(&[&before, t, &after], dim)
     };
     pad_axis(&pad_axis(x, 2)?, 3)

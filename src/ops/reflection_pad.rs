@@ -73,7 +73,9 @@ fn candle_reflection_pad2d(x: &Tensor, pad: usize) -> Result<Tensor> {
             .collect();
         Tensor::from_vec(idx, n + 2 * pad, x.device())
     };
-    x.index_select(&indices(h)?, 2)?
+    // candle's index_select wants a contiguous input.
+    x.contiguous()?
+        .index_select(&indices(h)?, 2)?
         .index_select(&indices(w)?, 3)
 }
 
