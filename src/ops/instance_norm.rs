@@ -28,6 +28,7 @@
 //! through this op are not supported. Non-CPU devices and non-f32 dtypes
 //! fall back to candle's ops.
 
+use super::contiguous_f32;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -115,14 +116,6 @@ fn candle_instance_norm(
     Ok(y)
 }
 
-fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
-    let data = storage.as_slice::<f32>()?;
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => bail!("instance_norm: expected a contiguous tensor"),
-    }
-}
-
 /// The op candle records: `CustomOp1` without affine parameters,
 /// `CustomOp3` `(x, gamma, beta)` with them.
 struct InstanceNorm {
@@ -138,7 +131,7 @@ impl InstanceNorm {
         params: Option<(&[f32], &[f32])>,
     ) -> Result<(CpuStorage, Shape)> {
         let (_, c, h, w) = xl.shape().dims4()?;
-        let x = contiguous_f32(xs, xl)?;
+        let x = contiguous_f32(xs, xl, "instance_norm")?;
         if let Some((g, b)) = params {
             if g.len() != c || b.len() != c {
                 bail!("instance_norm: gamma and beta must have {c} elements")
@@ -249,8 +242,8 @@ impl CustomOp3 for InstanceNorm {
         bs: &CpuStorage,
         bl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let g = contiguous_f32(gs, gl)?;
-        let b = contiguous_f32(bs, bl)?;
+        let g = contiguous_f32(gs, gl, "instance_norm")?;
+        let b = contiguous_f32(bs, bl, "instance_norm")?;
         self.forward(xs, xl, Some((g, b)))
     }
 
@@ -296,9 +289,9 @@ impl CustomOp3 for InstanceNormBackward {
                 xl.dims()
             )
         }
-        let x = contiguous_f32(xs, xl)?;
-        let dy = contiguous_f32(gs, gl)?;
-        let params = contiguous_f32(ps, pl)?;
+        let x = contiguous_f32(xs, xl, "instance_norm")?;
+        let dy = contiguous_f32(gs, gl, "instance_norm")?;
+        let params = contiguous_f32(ps, pl, "instance_norm")?;
         if params.len() != 2 * c {
             bail!("instance_norm backward: expected {} parameters", 2 * c)
         }

@@ -8,6 +8,7 @@
 //! Here the backward routes each output gradient to the first maximum of its
 //! window, which is what PyTorch does.
 
+use super::contiguous_f32;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -28,14 +29,6 @@ fn plane_dims(layout: &Layout) -> Result<(usize, usize, usize)> {
     Ok((n * c, h, w))
 }
 
-fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
-    let data = storage.as_slice::<f32>()?;
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("max_pool2x2 expects a contiguous tensor"),
-    }
-}
-
 impl CustomOp1 for MaxPool2x2 {
     fn name(&self) -> &'static str {
         "max-pool-2x2"
@@ -43,7 +36,7 @@ impl CustomOp1 for MaxPool2x2 {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = layout.shape().dims4()?;
-        let src = contiguous_f32(storage, layout)?;
+        let src = contiguous_f32(storage, layout, "max_pool2x2")?;
         let (oh, ow) = (h / 2, w / 2);
         let mut dst = vec![0f32; n * c * oh * ow];
         if oh > 0 && ow > 0 {
@@ -86,8 +79,8 @@ impl CustomOp2 for MaxPool2x2Backward {
         grad_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (planes, h, w) = plane_dims(arg_layout)?;
-        let src = contiguous_f32(arg, arg_layout)?;
-        let g = contiguous_f32(grad, grad_layout)?;
+        let src = contiguous_f32(arg, arg_layout, "max_pool2x2")?;
+        let g = contiguous_f32(grad, grad_layout, "max_pool2x2")?;
         let (oh, ow) = (h / 2, w / 2);
         let mut dst = vec![0f32; planes * h * w];
         if oh > 0 && ow > 0 {

@@ -21,6 +21,7 @@
 //! `index_select`s (one per spatial axis), whose autograd accumulates the
 //! mirrored gradients with `index_add`.
 
+use super::contiguous_f32;
 use candle_core::{bail, CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -79,14 +80,6 @@ fn candle_reflection_pad2d(x: &Tensor, pad: usize) -> Result<Tensor> {
         .index_select(&indices(w)?, 3)
 }
 
-fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
-    let data = storage.as_slice::<f32>()?;
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => bail!("reflection_pad2d: expected a contiguous tensor"),
-    }
-}
-
 struct ReflectionPad {
     pad: usize,
 }
@@ -102,7 +95,7 @@ impl CustomOp1 for ReflectionPad {
         if p >= h || p >= w {
             bail!("reflection_pad2d: padding {p} must be smaller than {h}x{w}")
         }
-        let src = contiguous_f32(storage, layout)?;
+        let src = contiguous_f32(storage, layout, "reflection_pad2d")?;
         let (oh, ow) = (h + 2 * p, w + 2 * p);
         let mut dst = vec![0f32; n * c * oh * ow];
         if !dst.is_empty() {
@@ -172,7 +165,7 @@ impl CustomOp1 for ReflectionPadBackward {
             bail!("reflection_pad2d backward: gradient {oh}x{ow} is too small for padding {p}")
         }
         let (h, w) = (oh - 2 * p, ow - 2 * p);
-        let grad = contiguous_f32(storage, layout)?;
+        let grad = contiguous_f32(storage, layout, "reflection_pad2d")?;
         let mut dst = vec![0f32; n * c * h * w];
         if !dst.is_empty() {
             dst.par_chunks_mut(w).enumerate().for_each(|(r, out)| {

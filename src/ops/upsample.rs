@@ -19,6 +19,7 @@
 //! reshape, whose autograd (a sum over the broadcast axes) accumulates
 //! correctly as well.
 
+use super::contiguous_f32;
 use candle_core::{bail, CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -47,14 +48,6 @@ fn candle_upsample_nearest2x(x: &Tensor) -> Result<Tensor> {
         .reshape((n, c, 2 * h, 2 * w))
 }
 
-fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
-    let data = storage.as_slice::<f32>()?;
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => bail!("upsample_nearest2x: expected a contiguous tensor"),
-    }
-}
-
 struct UpsampleNearest2x;
 
 impl CustomOp1 for UpsampleNearest2x {
@@ -64,7 +57,7 @@ impl CustomOp1 for UpsampleNearest2x {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = layout.shape().dims4()?;
-        let src = contiguous_f32(storage, layout)?;
+        let src = contiguous_f32(storage, layout, "upsample_nearest2x")?;
         let mut dst = vec![0f32; 4 * src.len()];
         if !dst.is_empty() {
             // Input rows of consecutive planes are consecutive, so input row
@@ -103,7 +96,7 @@ impl CustomOp1 for UpsampleNearest2xBackward {
             bail!("upsample_nearest2x backward: gradient {oh}x{ow} has an odd side")
         }
         let (h, w) = (oh / 2, ow / 2);
-        let grad = contiguous_f32(storage, layout)?;
+        let grad = contiguous_f32(storage, layout, "upsample_nearest2x")?;
         let mut dst = vec![0f32; n * c * h * w];
         if !dst.is_empty() {
             dst.par_chunks_mut(w)
