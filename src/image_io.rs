@@ -428,6 +428,13 @@ fn check_output_location(output: &Path) -> Result<()> {
 /// input would destroy the user's original.
 pub fn check_output_path(output: &Path, inputs: &[&Path]) -> Result<()> {
     output_format(output)?;
+    check_output_file(output, inputs)
+}
+
+/// [`check_output_path`] for any kind of file (models, videos): the
+/// directory exists, the target is not a directory, and it is none of
+/// `inputs`. The extension is the caller's business.
+pub fn check_output_file(output: &Path, inputs: &[&Path]) -> Result<()> {
     check_output_location(output)?;
     for input in inputs {
         if same_file(output, input) {
@@ -483,6 +490,25 @@ fn temp_path_for(target: &Path) -> PathBuf {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "output".into());
     parent_dir(target).join(format!(".{name}.tmp-{}-{n}", std::process::id()))
+}
+
+/// Writes any file atomically: `write` fills a hidden temp path beside
+/// `path` (same directory, hence same file system), which is then flushed
+/// and renamed over `path`. On an error (or a panic) the temp file is
+/// removed and `path` keeps whatever it held before. Model files,
+/// checkpoints and video outputs go through this as well as images.
+pub fn write_file_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let p = path.display();
+    let tmp = TempFile {
+        path: temp_path_for(path),
+        armed: true,
+    };
+    write(&tmp.path)?;
+    File::open(&tmp.path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| anyhow!("cannot write {p}: {}", one_line(e)))?;
+    tmp.persist(path)
+        .map_err(|e| anyhow!("cannot write {p}: {}", one_line(e)))
 }
 
 /// Writes `rgb` (with `alpha` if given) to `path`, choosing the format from

@@ -18,6 +18,8 @@
 //!   by Gatys, DeepDream and training.
 //! * [`optim`] — L-BFGS and Adam over image pixels.
 //! * [`models`] — the feed-forward transform networks (Johnson et al.).
+//! * [`training`] — the training loop of `stylestream-train` (data, losses,
+//!   checkpoints, reports).
 //! * [`ops`] — fast CPU kernels (as candle custom ops) for the layers the
 //!   networks use.
 //! * [`device`] — `--device cpu|cuda:N` parsing.
@@ -29,4 +31,5 @@ pub mod losses;
 pub mod models;
 pub mod ops;
 pub mod optim;
+pub mod training;
 pub mod vgg;

@@ -5,6 +5,8 @@ mod dream;
 mod features;
 mod fetch_vgg;
 mod gatys;
+mod models;
+mod stylize;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -18,6 +20,7 @@ Every effect looks through VGG19, a network trained to recognise objects.
 Download its weights once with `stylestream fetch-vgg`, then:
 
   stylestream gatys --content photo.jpg --style starry_night.jpg --output painted.png
+  stylestream stylize --input photo.jpg --output painted.png --model starry_night
   stylestream dream --input photo.jpg --output dream.png
   stylestream features --input photo.jpg --layers relu1_1,relu4_2 --output feats.safetensors
 
@@ -35,6 +38,8 @@ enum Command {
     FetchVgg(fetch_vgg::Args),
     Gatys(gatys::Args),
     Dream(dream::Args),
+    Stylize(stylize::Args),
+    Models(models::Args),
     Features(features::Args),
 }
 
@@ -43,6 +48,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::FetchVgg(args) => fetch_vgg::run(args),
         Command::Gatys(args) => gatys::run(args),
         Command::Dream(args) => dream::run(args),
+        Command::Stylize(args) => stylize::run(args),
+        Command::Models(args) => models::run(args),
         Command::Features(args) => features::run(args),
     }
 }

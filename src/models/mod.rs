@@ -8,6 +8,8 @@
 //! * [`transformer`] — the network itself, [`TransformerNet`], built from a
 //!   spec and a `candle_nn::VarBuilder` (fresh variables to train, or a
 //!   checkpoint to run); its module docs list the tensor names.
+//! * [`file`] — model files: safetensors plus the metadata needed to run
+//!   them (spec, style, training), and model lookup by name.
 //!
 //! ```no_run
 //! use candle_core::{DType, Device, Tensor};
@@ -24,9 +26,11 @@
 //! # Ok::<(), candle_core::Error>(())
 //! ```
 
+pub mod file;
 pub mod spec;
 pub mod transformer;
 
+pub use file::{load_model, resolve_model, save_model, ModelInfo};
 pub use spec::{
     preset, ArchSpec, ConvShape, LayerSpec, SpecError, FAST_SPEC, JOHNSON_SPEC, PRESETS,
     RGB_CHANNELS,
