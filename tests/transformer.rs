@@ -467,3 +467,70 @@ fn timing_640x480() -> Result<()> {
     }
     Ok(())
 }
+
+/// The whole network's gradient against central finite differences, for a
+/// few elements of every kind of parameter: checks that the custom ops'
+/// backward passes compose correctly (each op is also tested alone).
+/// Deterministic (seeded weights, fixed inputs), because a network this
+/// small has ReLU kinks close enough that some random draws would make the
+/// finite differences themselves unreliable.
+#[test]
+fn gradients_match_finite_differences() -> Result<()> {
+    let spec: ArchSpec = "c3s1-4,d8,R8,u4,c3s1-3".parse().unwrap();
+    let varmap = VarMap::new();
+    for (name, t) in stylestream::training::init::initial_parameters(&spec, 3, &Device::Cpu)? {
+        let var = candle_core::Var::from_tensor(&t)?;
+        varmap.data().lock().unwrap().insert(name, var);
+    }
+    let net = TransformerNet::new(
+        &spec,
+        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+    )?;
+    let pattern = |n: usize, f: f32| -> Result<Tensor> {
+        let v: Vec<f32> = (0..n).map(|i| ((i as f32 * f).sin() + 1.0) / 2.0).collect();
+        Ok(Tensor::from_vec(v, (2, 3, 13, 17), &Device::Cpu)?)
+    };
+    let n = 2 * 3 * 13 * 17;
+    let x = pattern(n, 0.37)?;
+    let weights = pattern(n, 1.13)?.affine(2.0, -1.0)?;
+    let loss_of =
+        |net: &TransformerNet| -> Result<Tensor> { Ok((net.forward(&x)? * &weights)?.sum_all()?) };
+    let grads = loss_of(&net)?.backward()?;
+    let mut vars: Vec<(String, candle_core::Var)> = varmap
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    let eps = 1e-3f32;
+    let mut checked = 0;
+    for (name, var) in &vars {
+        let g = grads
+            .get(var.as_tensor())
+            .unwrap()
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let base = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+        for &i in &[0, base.len() / 2, base.len() - 1] {
+            let at = |delta: f32| -> Result<f32> {
+                let mut v = base.clone();
+                v[i] += delta;
+                var.set(&Tensor::from_vec(v, var.dims(), &Device::Cpu)?)?;
+                Ok(loss_of(&net)?.to_scalar::<f32>()?)
+            };
+            let numeric = (at(eps)? - at(-eps)?) / (2.0 * eps);
+            var.set(&Tensor::from_vec(base.clone(), var.dims(), &Device::Cpu)?)?;
+            let analytic = g[i];
+            let tol = 0.1 * numeric.abs().max(analytic.abs()) + 3e-2;
+            assert!(
+                (numeric - analytic).abs() <= tol,
+                "{name}[{i}]: backward {analytic}, finite difference {numeric}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3 * 10);
+    Ok(())
+}

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Trains the models shipped in weights/, resumably: run it again after an
+# interruption (Ctrl-C, a reboot, the end of a work session) and each model
+# continues from its last checkpoint; finished models are skipped.
+#
+#   train/train_models.sh [fast|johnson|dream|all]   (default: all)
+#
+# Environment:
+#   DATA      the shared data folder (default: ../shared/data beside the checkout)
+#   RUNS      checkpoint folders (default: runs/, not committed)
+#   NICE      niceness of the training processes (default: 19, so that
+#             interactive work on the machine keeps priority)
+#
+# The settings below are what fits this project's CPU budget (2 cores); see
+# weights/README.md for what each produced.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+which="${1:-all}"
+DATA="${DATA:-../shared/data}"
+RUNS="${RUNS:-runs}"
+NICE="${NICE:-19}"
+STYLES=(starry_night great_wave the_scream composition_vii udnie)
+
+cargo build --release --bin stylestream-train
+bin="$RUNS/bin/stylestream-train"
+mkdir -p "$RUNS/bin"
+# A private copy, so that rebuilding the project never swaps the binary
+# under a running training.
+cp target/release/stylestream-train "$bin.new" && mv "$bin.new" "$bin"
+
+# train NAME ARGS...: trains weights/NAME.safetensors unless it exists.
+train() {
+  local name="$1"; shift
+  local out="weights/$name.safetensors" ckpt="$RUNS/$name.ckpt"
+  if [[ -f "$out" ]]; then
+    echo "== $name: done ($out)"; return 0
+  fi
+  local resume=()
+  [[ -f "$ckpt/checkpoint.safetensors" ]] && resume=(--resume)
+  echo "== $name: training ${resume[*]:-from scratch} (checkpoints in $ckpt)"
+  nice -n "$NICE" "$bin" --content-dir "$DATA/photos/train" --val-dir "$DATA/photos/val" \
+    --val-count 8 --output "$out" --checkpoint-dir "$ckpt" --quiet "${resume[@]}" "$@"
+}
+
+fast() {
+  for s in "${STYLES[@]}"; do
+    train "${s}_fast" --arch fast --style "$DATA/styles/$s.jpg" \
+      --image-size 256 --batch-size 2 --iterations 1500 --learning-rate 5e-3 \
+      --content-weight 30 --checkpoint-every 100
+  done
+}
+
+johnson() {
+  for s in "${STYLES[@]}"; do
+    train "$s" --arch johnson --style "$DATA/styles/$s.jpg" \
+      --image-size 256 --batch-size 2 --iterations 1500 --learning-rate 2e-3 \
+      --content-weight 30 --checkpoint-every 100
+  done
+}
+
+dream() {
+  for layer in relu4_2 relu3_3; do
+    train "dream_$layer" --arch fast --objective dream --dream-layers "$layer" \
+      --image-size 256 --batch-size 2 --iterations 800 --learning-rate 5e-3 \
+      --content-weight 30 --checkpoint-every 100
+  done
+}
+
+case "$which" in
+  fast) fast ;;
+  johnson) johnson ;;
+  dream) dream ;;
+  all) fast; johnson; dream ;;
+  *) echo "usage: $0 [fast|johnson|dream|all]" >&2; exit 2 ;;
+esac
