@@ -155,3 +155,127 @@ fn dream_rejects_channels_the_layer_does_not_have() {
     let err = Dream::new(&vgg, config).err().expect("must fail");
     assert!(err.to_string().contains("channel 64"), "{err}");
 }
+
+/// Tiled gradients equal whole-frame gradients away from the tile borders
+/// (where a tile sees zero padding instead of its neighbour).
+#[test]
+fn dream_tiles_match_the_whole_frame_away_from_borders() {
+    let vgg = common::vgg();
+    let photo = common::synthetic_photo(128, 160);
+    let x = stylestream::vgg::preprocess::to_vgg_input(&photo).unwrap();
+    let gradient = |tile_size: usize| {
+        let config = DreamConfig {
+            layers: vec!["relu3_1".parse().unwrap()],
+            jitter: 0,
+            tile_size,
+            ..DreamConfig::default()
+        };
+        Dream::new(&vgg, config).unwrap().gradient(&x).unwrap()
+    };
+    let (whole, whole_value) = gradient(0);
+    let (tiled, tiled_value) = gradient(80); // 2x2 tiles of 64x80
+    assert_eq!(whole.dims(), tiled.dims());
+    // relu3_1 sees 24 px; a pixel's gradient depends on pixels up to twice that.
+    let margin = 30;
+    let interior = |t: &candle_core::Tensor, y0: usize, x0: usize| {
+        t.narrow(2, y0 + margin, 64 - 2 * margin)
+            .unwrap()
+            .narrow(3, x0 + margin, 80 - 2 * margin)
+            .unwrap()
+    };
+    let scale = whole
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    for (y0, x0) in [(0, 0), (0, 80), (64, 0), (64, 80)] {
+        let d = (interior(&whole, y0, x0) - interior(&tiled, y0, x0))
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(
+            d <= 1e-3 * scale,
+            "tile at ({y0},{x0}) differs by {d} (scale {scale})"
+        );
+    }
+    // The objectives differ only by the borders' zero padding (which
+    // excites edge detectors: on tiles this small, by ~20 %).
+    assert!(
+        (whole_value - tiled_value).abs() < 0.3 * whole_value,
+        "{whole_value} vs {tiled_value}"
+    );
+}
+
+fn small_dream(vgg: &stylestream::vgg::Vgg19, seed: u64) -> Dream<'_> {
+    let config = DreamConfig {
+        layers: vec!["relu3_1".parse().unwrap()],
+        octaves: 2,
+        steps: 3,
+        seed,
+        ..DreamConfig::default()
+    };
+    Dream::new(vgg, config).unwrap()
+}
+
+fn mean_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .mean_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap()
+}
+
+/// On a static scene, carrying the dream keeps consecutive outputs closer
+/// than dreaming each frame afresh; a scene cut resets the carry.
+#[test]
+fn dream_stream_is_stable_on_a_static_scene_and_resets_on_cuts() {
+    use stylestream::effects::dream_stream::{DreamStream, StreamConfig};
+    let vgg = common::vgg();
+    let scene = common::synthetic_photo(64, 80);
+    let run = |carry: f64| {
+        let config = StreamConfig {
+            carry,
+            ..StreamConfig::default()
+        };
+        let mut stream = DreamStream::new(small_dream(&vgg, 1), config);
+        let outs: Vec<_> = (0..4).map(|_| stream.apply(&scene).unwrap()).collect();
+        assert_eq!(stream.cuts(), 0);
+        (1..4)
+            .map(|i| mean_abs_diff(&outs[i], &outs[i - 1]))
+            .sum::<f32>()
+            / 3.0
+    };
+    let fresh = run(0.0);
+    let carried = run(0.7);
+    assert!(
+        carried < 0.7 * fresh,
+        "frame-to-frame change with carry {carried} vs without {fresh}"
+    );
+
+    let other = common::synthetic_painting(64, 80);
+    let mut stream = DreamStream::new(small_dream(&vgg, 1), StreamConfig::default());
+    stream.apply(&scene).unwrap();
+    stream.apply(&scene).unwrap();
+    assert_eq!(stream.cuts(), 0);
+    stream.apply(&other).unwrap();
+    assert_eq!(stream.cuts(), 1, "the switch to another picture is a cut");
+}
+
+#[test]
+fn dream_presets_are_valid() {
+    let vgg = common::vgg();
+    for (name, _) in stylestream::effects::dream::PRESETS {
+        let config = DreamConfig::preset(name).unwrap();
+        Dream::new(&vgg, config).unwrap();
+    }
+    assert!(DreamConfig::preset("nope").is_none());
+}

@@ -64,6 +64,11 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     seed: u64,
 
+    /// Compute each step's gradient in tiles of at most this many pixels a
+    /// side, so that large images fit in memory (0: never tile).
+    #[arg(long, default_value_t = DreamConfig::default().tile_size, value_name = "PIXELS")]
+    tile_size: usize,
+
     /// Longer side to dream at, in pixels (default: the image's own size).
     #[arg(long, value_name = "PIXELS", value_parser = parse_size)]
     size: Option<u32>,
@@ -84,6 +89,7 @@ pub fn run(args: Args) -> Result<()> {
         step_size: args.step_size,
         jitter: args.jitter,
         seed: args.seed,
+        tile_size: args.tile_size,
     };
     let (device, vgg) = args.compute.open()?;
     let input = load_for_effect(&args.input, args.size, &device)?;

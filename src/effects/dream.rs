@@ -39,6 +39,9 @@ pub struct DreamConfig {
     /// Largest random shift, in pixels, applied before each step.
     pub jitter: usize,
     pub seed: u64,
+    /// Compute gradients in tiles of at most this many pixels a side
+    /// (0: never tile). Bounds memory on large frames; see [`Dream`].
+    pub tile_size: usize,
 }
 
 impl Default for DreamConfig {
@@ -52,7 +55,67 @@ impl Default for DreamConfig {
             step_size: 1.5,
             jitter: 32,
             seed: 0,
+            tile_size: DEFAULT_TILE_SIZE,
         }
+    }
+}
+
+/// Named settings a user can pick without knowing the knobs
+/// (`--dream-preset`): name, description, and the config.
+pub const PRESETS: &[(&str, &str)] = &[
+    (
+        "light",
+        "soft textures and strokes (relu3_3, 3 octaves x 6 steps)",
+    ),
+    (
+        "medium",
+        "eyes, scales and swirls (relu4_2, 4 octaves x 10 steps; the default)",
+    ),
+    (
+        "deep",
+        "animals and architecture (relu4_2 + relu5_1, 5 octaves x 15 steps)",
+    ),
+    (
+        "video",
+        "for video with --dream-carry: light per frame (relu4_1, 2 octaves x 4 steps)",
+    ),
+];
+
+impl DreamConfig {
+    /// The config of a preset in [`PRESETS`].
+    pub fn preset(name: &str) -> Option<Self> {
+        let layers = |names: &[&str]| {
+            names
+                .iter()
+                .map(|n| n.parse().expect("known layer"))
+                .collect()
+        };
+        let base = Self::default();
+        Some(match name {
+            "light" => Self {
+                layers: layers(&["relu3_3"]),
+                octaves: 3,
+                steps: 6,
+                step_size: 1.0,
+                ..base
+            },
+            "medium" => base,
+            "deep" => Self {
+                layers: layers(&["relu4_2", "relu5_1"]),
+                octaves: 5,
+                steps: 15,
+                step_size: 2.0,
+                ..base
+            },
+            "video" => Self {
+                layers: layers(&["relu4_1"]),
+                octaves: 2,
+                steps: 4,
+                step_size: 1.5,
+                ..base
+            },
+            _ => return None,
+        })
     }
 }
 
@@ -66,10 +129,28 @@ pub struct DreamProgress {
     pub objective: f64,
 }
 
+/// Default [`DreamConfig::tile_size`]: a 640x480 frame, the usual live
+/// size, is dreamed whole; a 1920x1080 frame in 3x2 tiles of 640x540,
+/// which keeps VGG19's stored activations for the backward pass to a few
+/// hundred MB instead of several GB.
+pub const DEFAULT_TILE_SIZE: usize = 640;
+
 /// Smallest side, in pixels, an octave may have: below it VGG's deeper
 /// layers have no spatial extent left.
 const MIN_OCTAVE_SIDE: usize = 32;
 
+/// Multi-octave DeepDream on frames.
+///
+/// # Tiles
+/// On a frame larger than [`DreamConfig::tile_size`] the gradient of each
+/// step is computed tile by tile (as the TensorFlow DeepDream tutorial
+/// does), each tile's objective weighted by its share of the frame so that
+/// the tiles add up to the whole frame's objective. Memory then depends on
+/// the tile size, not the frame size. A tile sees zero padding at its
+/// borders where the whole frame would see its neighbour, so gradients
+/// differ within a receptive field of a tile border; the random shift
+/// (jitter) of every step moves the borders around the image, so no seam
+/// accumulates.
 pub struct Dream<'a> {
     vgg: &'a Vgg19,
     config: DreamConfig,
@@ -134,6 +215,34 @@ impl<'a> Dream<'a> {
         Ok(total)
     }
 
+    /// The objective's gradient with respect to a VGG-space image, and the
+    /// objective's value: whole, or tile by tile on a large image (see
+    /// [`Dream`]).
+    pub fn gradient(&self, x: &Tensor) -> Result<(Tensor, f64)> {
+        let (_, _, h, w) = x.dims4()?;
+        let rows = tile_spans(h, self.config.tile_size);
+        let cols = tile_spans(w, self.config.tile_size);
+        let area = (h * w) as f64;
+        let mut value = 0.0;
+        let mut grad_rows = Vec::with_capacity(rows.len());
+        for &(y0, th) in &rows {
+            let mut grad_cols = Vec::with_capacity(cols.len());
+            for &(x0, tw) in &cols {
+                let tile = Var::from_tensor(&x.narrow(2, y0, th)?.narrow(3, x0, tw)?)?;
+                let share = (th * tw) as f64 / area;
+                let objective = (self.objective(tile.as_tensor())? * share)?;
+                value += objective.to_scalar::<f32>()? as f64;
+                let grads = objective.backward()?;
+                let g = grads
+                    .get(&tile)
+                    .ok_or_else(|| anyhow::anyhow!("no gradient reached the image"))?;
+                grad_cols.push(g.clone());
+            }
+            grad_rows.push(Tensor::cat(&grad_cols, 3)?);
+        }
+        Ok((Tensor::cat(&grad_rows, 2)?, value))
+    }
+
     /// Octave sizes, smallest first, ending with the frame's own size.
     fn octave_sizes(&self, height: usize, width: usize) -> Vec<(usize, usize)> {
         let mut sizes = vec![(height, width)];
@@ -154,6 +263,12 @@ impl<'a> Dream<'a> {
 
     /// Dreams on one RGB 0..1 frame (1,3,H,W).
     pub fn dream(&mut self, frame: &Tensor) -> Result<Tensor> {
+        self.dream_steps(frame, self.config.steps)
+    }
+
+    /// [`Self::dream`] with `steps` steps per octave instead of the
+    /// configured number (a stream refining a carried dream needs fewer).
+    pub fn dream_steps(&mut self, frame: &Tensor, steps: usize) -> Result<Tensor> {
         let (_, _, height, width) = frame.dims4()?;
         let base = to_vgg_input(frame)?.detach();
         let sizes = self.octave_sizes(height, width);
@@ -166,26 +281,22 @@ impl<'a> Dream<'a> {
                 Some(d) => (&octave_base + resize(d, h, w)?)?,
                 None => octave_base.clone(),
             };
-            for step in 0..self.config.steps {
+            for step in 0..steps {
                 let j = self.config.jitter as i32;
                 let (oy, ox) = if j > 0 {
                     (self.rng.random_range(-j..=j), self.rng.random_range(-j..=j))
                 } else {
                     (0, 0)
                 };
-                let shifted = Var::from_tensor(&x.roll(oy, 2)?.roll(ox, 3)?)?;
-                let objective = self.objective(shifted.as_tensor())?;
+                let shifted = x.roll(oy, 2)?.roll(ox, 3)?;
+                let (g, objective) = self.gradient(&shifted)?;
                 if let Some(f) = self.on_step.as_mut() {
                     f(&DreamProgress {
                         octave: octave + 1,
                         step: step + 1,
-                        objective: objective.to_scalar::<f32>()? as f64,
+                        objective,
                     });
                 }
-                let grads = objective.backward()?;
-                let g = grads
-                    .get(&shifted)
-                    .ok_or_else(|| anyhow::anyhow!("no gradient reached the image"))?;
                 let g = g.roll(-oy, 2)?.roll(-ox, 3)?;
                 let scale = g.abs()?.mean_all()?.to_scalar::<f32>()? as f64 + 1e-8;
                 x = (x + (g * (self.config.step_size / scale))?)?;
@@ -195,6 +306,22 @@ impl<'a> Dream<'a> {
         }
         Ok(from_vgg_input(&x)?.clamp(0f32, 1f32)?)
     }
+}
+
+/// Splits `0..n` into the fewest near-equal spans of at most `tile`
+/// (`tile == 0`: one span), as `(start, len)`.
+fn tile_spans(n: usize, tile: usize) -> Vec<(usize, usize)> {
+    let count = if tile == 0 {
+        1
+    } else {
+        n.div_ceil(tile).max(1)
+    };
+    (0..count)
+        .map(|i| {
+            let start = i * n / count;
+            (start, (i + 1) * n / count - start)
+        })
+        .collect()
 }
 
 /// Per-channel limits of VGG space that map back to 0..255 pixels.

@@ -7,11 +7,13 @@
 //!
 //! * [`gatys`] — optimisation-based style transfer (slow; the quality reference).
 //! * [`dream`] — multi-octave DeepDream.
+//! * [`dream_stream`] — DeepDream on video, carried from frame to frame.
 //! * [`style_net`] — a trained feed-forward network (one pass per frame; live).
 //! * [`color`] — colour helpers, e.g. keeping the content's colours.
 
 pub mod color;
 pub mod dream;
+pub mod dream_stream;
 pub mod gatys;
 pub mod style_net;
 
