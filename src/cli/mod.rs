@@ -2,6 +2,7 @@
 
 mod common;
 mod dream;
+mod evaluate;
 mod features;
 mod fetch_vgg;
 mod gatys;
@@ -41,6 +42,7 @@ enum Command {
     Stylize(stylize::Args),
     Models(models::Args),
     Features(features::Args),
+    Evaluate(evaluate::Args),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -51,5 +53,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Stylize(args) => stylize::run(args),
         Command::Models(args) => models::run(args),
         Command::Features(args) => features::run(args),
+        Command::Evaluate(args) => evaluate::run(args),
     }
 }
