@@ -7,7 +7,7 @@
 # For each style and each of the first $PHOTOS validation photos (default 1:
 # Gatys takes ~20 minutes per 512 px photo on a 2-core CPU) it runs
 #   - stylestream gatys, 300 L-BFGS steps, with the training losses' layers
-#     and weights (content relu2_2 x30, style relu1_1..relu4_1 x100, tv x1,
+#     and weights (content relu2_2 x150, style relu1_1..relu4_1 x100, tv x1,
 #     painting at 512 px);
 #   - stylestream stylize with the johnson model STYLE and the fast model
 #     STYLE_fast (when present);
@@ -24,7 +24,7 @@ styles=("$@")
 cargo build --release --bin stylestream
 ss=target/release/stylestream
 LOSSES=(--content-layers relu2_2 --style-layers relu1_1,relu2_1,relu3_1,relu4_1
-        --content-weight 30 --style-weight 100 --tv-weight 1)
+        --content-weight 150 --style-weight 100 --tv-weight 1)
 mapfile -t photos < <(ls "$DATA/photos/val"/*.jpg | sort | head -n "$PHOTOS")
 : > "$OUT/../quality.jsonl"
 for style in "${styles[@]}"; do

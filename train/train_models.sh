@@ -45,8 +45,8 @@ train() {
 fast() {
   for s in "${STYLES[@]}"; do
     train "${s}_fast" --arch fast --style "$DATA/styles/$s.jpg" \
-      --image-size 256 --batch-size 2 --iterations 1500 --learning-rate 5e-3 \
-      --content-weight 30 --checkpoint-every 100
+      --image-size 256 --batch-size 2 --iterations 1000 --learning-rate 5e-3 \
+      --content-weight 150 --checkpoint-every 100
   done
 }
 
@@ -54,7 +54,7 @@ johnson() {
   for s in "${STYLES[@]}"; do
     train "$s" --arch johnson --style "$DATA/styles/$s.jpg" \
       --image-size 256 --batch-size 2 --iterations 1500 --learning-rate 2e-3 \
-      --content-weight 30 --checkpoint-every 100
+      --content-weight 150 --checkpoint-every 100
   done
 }
 
@@ -62,7 +62,7 @@ dream() {
   for layer in relu4_2 relu3_3; do
     train "dream_$layer" --arch fast --objective dream --dream-layers "$layer" \
       --image-size 256 --batch-size 2 --iterations 800 --learning-rate 5e-3 \
-      --content-weight 30 --checkpoint-every 100
+      --content-weight 150 --checkpoint-every 100
   done
 }
 

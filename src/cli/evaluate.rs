@@ -49,7 +49,8 @@ pub struct Args {
     #[arg(long, default_value = "relu1_1,relu2_1,relu3_1,relu4_1")]
     style_layers: String,
 
-    #[arg(long, default_value_t = 30.0)]
+    /// Defaults: stylestream-train's.
+    #[arg(long, default_value_t = 150.0)]
     content_weight: f64,
 
     #[arg(long, default_value_t = 100.0)]
