@@ -142,7 +142,8 @@ struct Args {
     #[arg(long, default_value = "relu4_2")]
     dream_layers: String,
 
-    /// Weight of the dream term (mean activation, 0..255 VGG input scale).
+    /// Weight of the dream term (mean square activation of the dream
+    /// layers; ~6e5 for relu4_2 on a photo).
     #[arg(long, default_value_t = 1.0)]
     dream_weight: f64,
 

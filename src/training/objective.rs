@@ -3,8 +3,10 @@
 //! * content: feature MSE between the output and the input photo at the
 //!   content layers (keeps the photo recognisable);
 //! * style: Gram-matrix MSE against the painting at the style layers;
-//! * dream (instead of style): minus the mean activation of the dream
-//!   layers, so that minimising the total amplifies what they see;
+//! * dream (instead of style): minus the mean square activation of the
+//!   dream layers (the objective of the iterative dream,
+//!   [`crate::effects::dream`]), so that minimising the total amplifies
+//!   what they see;
 //! * total variation: smoothness.
 //!
 //! These are the functions of [`crate::losses`], the same ones Gatys
@@ -158,7 +160,7 @@ impl<'a> PerceptualObjective<'a> {
             Some((layers, w)) => {
                 let mut sum: Option<Tensor> = None;
                 for layer in layers {
-                    let m = acts[layer].mean_all()?;
+                    let m = acts[layer].sqr()?.mean_all()?;
                     sum = Some(match sum {
                         Some(s) => (s + m)?,
                         None => m,
