@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Regenerates weights/README.md from the models in weights/: a table per
+# model (style, preset, iterations, images seen, training time and machine,
+# final validation losses, all read from the model's own metadata) and a
+# picture of each model's result on one frame of friday.mp4
+# (docs/images/friday_frame.jpg, public domain), written small to
+# weights/pictures/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --bin stylestream
+mkdir -p weights/pictures
+for m in weights/*.safetensors; do
+  [[ -e "$m" ]] || continue
+  name=$(basename "${m%.safetensors}")
+  target/release/stylestream stylize --input docs/images/friday_frame.jpg \
+    --output "weights/pictures/$name.jpg" --model "$m" --size 320 >/dev/null
+done
+python3 - > weights/README.md <<'PY'
+import glob, json, os, struct
+machine = "2-core AMD EPYC (AVX-512), CPU only"
+def meta(path):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        return json.loads(f.read(n)).get("__metadata__", {})
+print("""# weights/
+
+Trained feed-forward networks, so that `stylestream stylize --model NAME`
+finds them (`stylestream models` lists them). Each file is safetensors with
+its architecture, style, objective and training configuration in the
+metadata. Made by `train/train_models.sh` (which resumes across sessions)
+from the public-domain paintings in `../shared/data/styles/` and the 612
+training photos of `../shared/data/photos/train`; this page by
+`scripts/weights_readme.sh`.
+
+The VGG19 loss network is *not* kept here: `stylestream fetch-vgg` downloads
+and converts it to `~/.local/share/stylestream/vgg19.safetensors`.
+
+Pictures: each model on a frame of *His Girl Friday* (1940, public domain),
+320 px, `docs/images/friday_frame.jpg`:
+
+![frame](../docs/images/friday_frame.jpg)
+""")
+for path in sorted(glob.glob("weights/*.safetensors")):
+    name = os.path.basename(path)[: -len(".safetensors")]
+    m = meta(path)
+    t = json.loads(m.get("stylestream.training", "{}"))
+    c = t.get("config", {})
+    v = t.get("final_validation") or {}
+    secs = t.get("training_seconds", 0)
+    print(f"## {name}\n")
+    print("| | |\n|---|---|")
+    rows = [
+        ("objective", m.get("stylestream.objective")),
+        ("style", m.get("stylestream.style")),
+        ("preset", f"`{m.get('stylestream.preset')}` (`{m.get('stylestream.arch')}`)"),
+        ("iterations", t.get("iterations")),
+        ("images seen", f"{t.get('images_seen')} ({c.get('image_size')} px crops, batch {c.get('batch_size')})"),
+        ("training time", f"{secs / 3600:.2f} h on {machine}"),
+        ("losses (weights)", f"content {c.get('content_layers')} x{c.get('content_weight')}, style {c.get('style_layers')} x{c.get('style_weight')}, tv x{c.get('tv_weight')}" + (f", dream {c.get('dream_layers')} x{c.get('dream_weight')}" if m.get('stylestream.objective') == 'dream' else "")),
+        ("optimiser", f"Adam, lr {c.get('learning_rate')} decaying to x{c.get('lr_decay')}, seed {c.get('seed')}"),
+        ("final validation losses (8 photos, weighted)", ", ".join(f"{k} {v[k]:.4g}" for k in ("content", "style", "dream", "tv", "total") if k in v and v[k])),
+    ]
+    for k, val in rows:
+        print(f"| {k} | {val} |")
+    print(f"\n![{name}](pictures/{name}.jpg)\n")
+PY
+echo "wrote weights/README.md"
