@@ -7,7 +7,9 @@
 //! The library is laid out the way frames flow through the tool:
 //!
 //! * [`image_io`] — frame sources and sinks for still images (decode, convert
-//!   to tensors, write atomically). Video and webcam sources come later.
+//!   to tensors, write atomically).
+//! * [`video`] — video files through FFmpeg: decode, run the effects,
+//!   encode, keeping every frame's timing and the audio.
 //! * [`effects`] — what turns a frame into a painted frame: [`effects::gatys`]
 //!   (slow optimisation, the quality reference) and [`effects::dream`]
 //!   (multi-octave DeepDream).
@@ -33,3 +35,4 @@ pub mod ops;
 pub mod optim;
 pub mod training;
 pub mod vgg;
+pub mod video;

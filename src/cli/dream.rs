@@ -1,14 +1,17 @@
-//! `stylestream dream`: multi-octave DeepDream on a still image.
+//! `stylestream dream`: multi-octave DeepDream on a still image or a video.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use stylestream::effects::dream::{mean_activations, Dream, DreamConfig};
+use stylestream::effects::dream_stream::{DreamStream, StreamConfig};
+use stylestream::effects::Effect;
 use stylestream::image_io;
 use stylestream::vgg::parse_layer_list;
 
 use super::common::{load_for_effect, parse_size, progress_bar, save_result, ComputeArgs};
+use super::video_args::{is_video_job, run_video, VideoArgs};
 
 /// Amplify what VGG19 sees in an image (DeepDream).
 ///
@@ -18,17 +21,26 @@ use super::common::{load_for_effect, parse_size, progress_bar, save_result, Comp
 /// The image is dreamed at several scales (octaves), smallest first, with a
 /// random shift (jitter) each step so the patterns do not follow the pixel grid.
 ///
+/// A video input (anything FFmpeg reads) gives a video output with the
+/// same frames, timing and audio; each frame starts from what the previous
+/// one dreamed (--carry), so the patterns stay put instead of boiling.
+///
 /// Examples:
 ///   stylestream dream --input photo.jpg --output dream.png
 ///   stylestream dream --input photo.jpg --output fur.png --layers relu4_1 --channels 12,40
+///   stylestream dream --input clip.mp4 --output dream.mp4 --size 480 --octaves 2 --steps 4
+///   stylestream dream --input clip.mp4 --output - --size 320 | ffplay -
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The image to dream on.
-    #[arg(long, short, value_name = "IMAGE")]
+    /// The image or video to dream on (a video file, URL or device).
+    #[arg(long, short, value_name = "IMAGE|VIDEO")]
     input: PathBuf,
 
-    /// Where to write the result (.png, .jpg, .webp or .bmp).
-    #[arg(long, short, value_name = "IMAGE")]
+    /// Where to write the result: an image (.png, .jpg, .webp, .bmp); for a
+    /// video, a video file (.mp4, .webm, .mkv, .mov, .avi), a folder (an
+    /// existing one, or a name ending in /) for numbered PNG frames, or -
+    /// for yuv4mpegpipe on stdout (`| ffplay -`).
+    #[arg(long, short, value_name = "IMAGE|VIDEO|DIR|-")]
     output: PathBuf,
 
     /// Layers to amplify, comma separated (conv/relu/pool names).
@@ -73,11 +85,30 @@ pub struct Args {
     #[arg(long, value_name = "PIXELS", value_parser = parse_size)]
     size: Option<u32>,
 
+    /// Video only: how much of the previous frame's dream carries into the
+    /// next (0: dream every frame afresh, which flickers; 0.9: patterns
+    /// persist strongly). Carried frames take fewer steps; scene cuts reset.
+    #[arg(long, default_value_t = StreamConfig::default().carry, value_name = "0..1")]
+    carry: f64,
+
+    #[command(flatten)]
+    video: VideoArgs,
+
     #[command(flatten)]
     compute: ComputeArgs,
 }
 
 pub fn run(args: Args) -> Result<()> {
+    if !(0.0..1.0).contains(&args.carry) {
+        bail!(
+            "--carry {} is out of range: use 0 (no carry) up to, not including, 1",
+            args.carry
+        );
+    }
+    if is_video_job(&args.input, &args.output) {
+        return run_on_video(args);
+    }
+    args.video.warn_if_image("dream");
     image_io::check_output_path(&args.output, &[&args.input])?;
     let layers = parse_layer_list(&args.layers)?;
     let config = DreamConfig {
@@ -112,8 +143,12 @@ pub fn run(args: Args) -> Result<()> {
         bar_for_steps.inc(1);
         bar_for_steps.set_message(format!("octave {} objective {:.3e}", p.octave, p.objective));
     });
-    let dreamed = dream.dream(&input.tensor)?;
+    let mut dreamed = dream.dream(&input.tensor)?;
     bar.finish_and_clear();
+    let s = args.video.strength;
+    if s < 1.0 {
+        dreamed = ((dreamed * s)? + (&input.tensor * (1.0 - s))?)?;
+    }
     save_result(&dreamed, input.alpha.as_ref(), &args.output)?;
     let before = mean_activations(&vgg, &input.tensor, &layers)?;
     let after = mean_activations(&vgg, &dreamed, &layers)?;
@@ -126,4 +161,39 @@ pub fn run(args: Args) -> Result<()> {
     eprintln!("dream: done in {:.1}s", started.elapsed().as_secs_f64());
     println!("{}", args.output.display());
     Ok(())
+}
+
+/// `dream` on a video: a [`DreamStream`] (or a plain [`Dream`] with
+/// `--carry 0`) through the video pipeline.
+fn run_on_video(args: Args) -> Result<()> {
+    // Path mistakes before the VGG19 weights load.
+    stylestream::video::check_paths(&args.input, &args.output)?;
+    let config = DreamConfig {
+        layers: parse_layer_list(&args.layers)?,
+        channels: args.channels,
+        octaves: args.octaves,
+        octave_scale: args.octave_scale,
+        steps: args.steps,
+        step_size: args.step_size,
+        jitter: args.jitter,
+        seed: args.seed,
+        tile_size: args.tile_size,
+    };
+    let (device, vgg) = args.compute.open()?;
+    let dream = Dream::new(&vgg, config)?;
+    let effect: Box<dyn Effect + '_> = if args.carry > 0.0 {
+        Box::new(DreamStream::new(
+            dream,
+            StreamConfig {
+                carry: args.carry,
+                ..StreamConfig::default()
+            },
+        ))
+    } else {
+        Box::new(dream)
+    };
+    eprintln!("dream: on {}", stylestream::device::describe(&device));
+    let options = args.video.options(args.size, device);
+    let mut effects = [effect];
+    run_video("dream", &args.input, &args.output, &options, &mut effects)
 }

@@ -8,6 +8,7 @@ mod fetch_vgg;
 mod gatys;
 mod models;
 mod stylize;
+mod video_args;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

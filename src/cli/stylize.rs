@@ -13,6 +13,7 @@ use stylestream::image_io;
 use stylestream::models::resolve_model;
 
 use super::common::{load_for_effect, parse_size, progress_bar, save_result};
+use super::video_args::{is_video_job, run_video, VideoArgs};
 
 /// Paint images in a learned style, in one fast pass per image.
 ///
@@ -21,13 +22,18 @@ use super::common::{load_for_effect, parse_size, progress_bar, save_result};
 /// models` for the list); a path to a .safetensors file works too. Several
 /// --model flags apply the models one after another, in order.
 ///
-/// The input may be one image or a folder of images; for a folder, the
-/// output is a folder (created if needed) with one PNG per input, and
-/// unreadable images are reported and skipped.
+/// The input may be one image, a folder of images (the output is then a
+/// folder, created if needed, with one PNG per input; unreadable images are
+/// reported and skipped) or a video (anything FFmpeg reads). A video is
+/// written with every frame, its timing and its audio kept: to a video
+/// file (codec from the extension: .mp4 H.264, .webm VP9, .mkv), to a
+/// folder of numbered PNGs, or as y4m to stdout with `--output -`.
 ///
 /// Examples:
 ///   stylestream stylize --input photo.jpg --output painted.png --model starry_night
 ///   stylestream stylize --input photos/ --output painted/ --model the_scream_fast --size 640
+///   stylestream stylize --input clip.mp4 --output painted.mp4 --model udnie_fast --size 640
+///   stylestream stylize --input clip.mp4 --output - --model udnie_fast | ffplay -
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// An image, or a folder of images.
@@ -48,10 +54,6 @@ pub struct Args {
     #[arg(long, value_name = "PIXELS", value_parser = parse_size)]
     size: Option<u32>,
 
-    /// Blend with the original: 1 is the full effect, 0 the photo.
-    #[arg(long, default_value_t = 1.0, value_parser = parse_strength)]
-    strength: f64,
-
     /// Keep the photo's colours: take only the painting's luminance.
     #[arg(long)]
     preserve_color: bool,
@@ -60,17 +62,28 @@ pub struct Args {
     /// or auto.
     #[arg(long, default_value = "auto", value_name = "DEVICE")]
     device: DeviceChoice,
+
+    #[command(flatten)]
+    video: VideoArgs,
 }
 
-/// Parses `--strength` (0..1).
-pub fn parse_strength(s: &str) -> Result<f64> {
-    let v: f64 = s
-        .parse()
-        .map_err(|_| anyhow::anyhow!("--strength must be a number from 0 to 1, got '{s}'"))?;
-    if !(0.0..=1.0).contains(&v) {
-        bail!("--strength {v} is out of range: use 0 (the photo) to 1 (the full effect)");
+/// The model chain followed by the photo's colours, as one effect, for
+/// `--preserve-color` on video.
+struct KeepColors(Vec<StyleNet>);
+
+impl Effect for KeepColors {
+    fn describe(&self) -> String {
+        let names: Vec<String> = self.0.iter().map(|n| n.describe()).collect();
+        format!("{}, photo colours kept", names.join(" -> "))
     }
-    Ok(v)
+
+    fn apply(&mut self, frame: &Tensor) -> Result<Tensor> {
+        let mut out = frame.clone();
+        for net in self.0.iter_mut() {
+            out = net.apply(&out)?;
+        }
+        Ok(transfer_luminance(&out, frame)?)
+    }
 }
 
 /// Applies the chain, then the colour and strength options.
@@ -82,8 +95,9 @@ fn paint(effects: &mut [StyleNet], frame: &Tensor, args: &Args) -> Result<Tensor
     if args.preserve_color {
         out = transfer_luminance(&out, frame)?;
     }
-    if args.strength < 1.0 {
-        out = ((out * args.strength)? + (frame * (1.0 - args.strength))?)?;
+    let strength = args.video.strength;
+    if strength < 1.0 {
+        out = ((out * strength)? + (frame * (1.0 - strength))?)?;
     }
     Ok(out)
 }
@@ -106,6 +120,21 @@ pub fn run(args: Args) -> Result<()> {
         eprintln!("stylize: model {}", net.describe());
         effects.push(net);
     }
+
+    if is_video_job(&args.input, &args.output) {
+        stylestream::video::check_paths(&args.input, &args.output)?;
+        let mut chain: Vec<Box<dyn Effect>> = if args.preserve_color {
+            vec![Box::new(KeepColors(effects))]
+        } else {
+            effects
+                .into_iter()
+                .map(|n| Box::new(n) as Box<dyn Effect>)
+                .collect()
+        };
+        let options = args.video.options(args.size, device);
+        return run_video("stylize", &args.input, &args.output, &options, &mut chain);
+    }
+    args.video.warn_if_image("stylize");
 
     if args.input.is_dir() {
         let mut inputs: Vec<PathBuf> = std::fs::read_dir(&args.input)

@@ -30,4 +30,26 @@ pub trait Effect: Send {
 
     /// Paints one RGB 0..1 frame (1,3,H,W); returns a frame of the same shape.
     fn apply(&mut self, frame: &Tensor) -> Result<Tensor>;
+
+    /// Paints a batch of frames (N,3,H,W), in order. The default paints
+    /// them one at a time; an effect that runs a network overrides it to
+    /// run the batch in one pass (video conversion batches frames for
+    /// effects whose [`Effect::preferred_batch`] is above 1).
+    fn apply_batch(&mut self, frames: &Tensor) -> Result<Tensor> {
+        let n = frames.dim(0)?;
+        if n == 1 {
+            return self.apply(frames);
+        }
+        let painted = (0..n)
+            .map(|i| self.apply(&frames.narrow(0, i, 1)?))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::cat(&painted, 0)?)
+    }
+
+    /// How many frames the effect would like per [`Effect::apply_batch`]
+    /// call: 1 (the default) when batching gains nothing, e.g. for effects
+    /// that carry state from one frame to the next or optimise per frame.
+    fn preferred_batch(&self) -> usize {
+        1
+    }
 }

@@ -36,11 +36,6 @@ impl StyleNet {
     pub fn net(&self) -> &TransformerNet {
         &self.net
     }
-
-    /// Paints a batch `(N, 3, H, W)` at once (video batches frames).
-    pub fn apply_batch(&self, frames: &Tensor) -> Result<Tensor> {
-        Ok(self.net.forward(frames)?)
-    }
 }
 
 impl Effect for StyleNet {
@@ -52,6 +47,21 @@ impl Effect for StyleNet {
     }
 
     fn apply(&mut self, frame: &Tensor) -> Result<Tensor> {
-        self.apply_batch(frame)
+        Ok(self.net.forward(frame)?)
+    }
+
+    /// The whole batch in one forward pass.
+    fn apply_batch(&mut self, frames: &Tensor) -> Result<Tensor> {
+        Ok(self.net.forward(frames)?)
+    }
+
+    /// On a GPU a batch fills the device better; on a CPU the kernels are
+    /// already parallel within a frame, so batching only adds latency.
+    fn preferred_batch(&self) -> usize {
+        if self.net.device().is_cpu() {
+            1
+        } else {
+            8
+        }
     }
 }
