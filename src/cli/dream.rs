@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use stylestream::effects::dream::{mean_activations, Dream, DreamConfig};
+use stylestream::effects::dream::{mean_activations, Dream, DreamConfig, PRESETS};
 use stylestream::effects::dream_stream::{DreamStream, StreamConfig};
 use stylestream::effects::Effect;
 use stylestream::image_io;
@@ -43,34 +43,43 @@ pub struct Args {
     #[arg(long, short, value_name = "IMAGE|VIDEO|DIR|-")]
     output: PathBuf,
 
-    /// Layers to amplify, comma separated (conv/relu/pool names).
-    #[arg(long, default_value = "relu4_2")]
-    layers: String,
+    /// A named set of the settings below: light, medium (the default),
+    /// deep, or video (light per frame, for --carry). Flags given
+    /// explicitly override the preset's values.
+    #[arg(long, visible_alias = "dream-preset", default_value = "medium", value_parser = parse_preset)]
+    preset: String,
+
+    /// Layers to amplify, comma separated (conv/relu/pool names) [preset
+    /// medium: relu4_2].
+    #[arg(long)]
+    layers: Option<String>,
 
     /// Amplify only these channels of the layers (comma separated numbers)
     /// instead of the whole layer: each channel is one "thing" the network sees.
     #[arg(long, value_delimiter = ',')]
     channels: Vec<usize>,
 
-    /// Number of scales to dream at.
-    #[arg(long, default_value_t = DreamConfig::default().octaves)]
-    octaves: usize,
+    /// Number of scales to dream at [medium: 4].
+    #[arg(long)]
+    octaves: Option<usize>,
 
-    /// Size ratio between consecutive octaves.
-    #[arg(long, default_value_t = DreamConfig::default().octave_scale)]
-    octave_scale: f64,
+    /// Size ratio between consecutive octaves [medium: 1.4].
+    #[arg(long)]
+    octave_scale: Option<f64>,
 
-    /// Gradient-ascent steps per octave.
-    #[arg(long, default_value_t = DreamConfig::default().steps)]
-    steps: usize,
+    /// Gradient-ascent steps per octave [medium: 10].
+    #[arg(long)]
+    steps: Option<usize>,
 
-    /// Step length in pixel levels (0..255) after gradient normalisation.
-    #[arg(long, default_value_t = DreamConfig::default().step_size)]
-    step_size: f64,
+    /// Step length in pixel levels (0..255) after gradient normalisation
+    /// [medium: 1.5].
+    #[arg(long)]
+    step_size: Option<f64>,
 
-    /// Largest random shift in pixels before each step (0 disables jitter).
-    #[arg(long, default_value_t = DreamConfig::default().jitter)]
-    jitter: usize,
+    /// Largest random shift in pixels before each step (0 disables jitter)
+    /// [medium: 32].
+    #[arg(long)]
+    jitter: Option<usize>,
 
     /// Seed for the jitter.
     #[arg(long, default_value_t = 0)]
@@ -88,14 +97,51 @@ pub struct Args {
     /// Video only: how much of the previous frame's dream carries into the
     /// next (0: dream every frame afresh, which flickers; 0.9: patterns
     /// persist strongly). Carried frames take fewer steps; scene cuts reset.
-    #[arg(long, default_value_t = StreamConfig::default().carry, value_name = "0..1")]
+    #[arg(long, visible_alias = "dream-carry", default_value_t = StreamConfig::default().carry, value_name = "0..1")]
     carry: f64,
+
+    /// Video only: mean change between consecutive frames (0..1 pixel
+    /// values) above which a frame is a scene cut that resets the carry.
+    #[arg(long, default_value_t = StreamConfig::default().cut_threshold, value_name = "0..1")]
+    cut_threshold: f64,
 
     #[command(flatten)]
     video: VideoArgs,
 
     #[command(flatten)]
     compute: ComputeArgs,
+}
+
+/// Checks `--preset` against the known names.
+fn parse_preset(s: &str) -> Result<String> {
+    match DreamConfig::preset(s) {
+        Some(_) => Ok(s.to_string()),
+        None => bail!(
+            "unknown preset '{s}'; choose one of: {}",
+            PRESETS
+                .iter()
+                .map(|(n, d)| format!("{n} ({d})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// The preset's settings with the explicitly given flags on top.
+fn dream_config(args: &Args) -> Result<DreamConfig> {
+    let mut c = DreamConfig::preset(&args.preset).expect("checked by parse_preset");
+    if let Some(l) = &args.layers {
+        c.layers = parse_layer_list(l)?;
+    }
+    c.channels = args.channels.clone();
+    c.octaves = args.octaves.unwrap_or(c.octaves);
+    c.octave_scale = args.octave_scale.unwrap_or(c.octave_scale);
+    c.steps = args.steps.unwrap_or(c.steps);
+    c.step_size = args.step_size.unwrap_or(c.step_size);
+    c.jitter = args.jitter.unwrap_or(c.jitter);
+    c.seed = args.seed;
+    c.tile_size = args.tile_size;
+    Ok(c)
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -110,18 +156,8 @@ pub fn run(args: Args) -> Result<()> {
     }
     args.video.warn_if_image("dream");
     image_io::check_output_path(&args.output, &[&args.input])?;
-    let layers = parse_layer_list(&args.layers)?;
-    let config = DreamConfig {
-        layers: layers.clone(),
-        channels: args.channels,
-        octaves: args.octaves,
-        octave_scale: args.octave_scale,
-        steps: args.steps,
-        step_size: args.step_size,
-        jitter: args.jitter,
-        seed: args.seed,
-        tile_size: args.tile_size,
-    };
+    let config = dream_config(&args)?;
+    let layers = config.layers.clone();
     let (device, vgg) = args.compute.open()?;
     let input = load_for_effect(&args.input, args.size, &device)?;
     let (_, _, h, w) = input.tensor.dims4()?;
@@ -168,17 +204,7 @@ pub fn run(args: Args) -> Result<()> {
 fn run_on_video(args: Args) -> Result<()> {
     // Path mistakes before the VGG19 weights load.
     stylestream::video::check_paths(&args.input, &args.output)?;
-    let config = DreamConfig {
-        layers: parse_layer_list(&args.layers)?,
-        channels: args.channels,
-        octaves: args.octaves,
-        octave_scale: args.octave_scale,
-        steps: args.steps,
-        step_size: args.step_size,
-        jitter: args.jitter,
-        seed: args.seed,
-        tile_size: args.tile_size,
-    };
+    let config = dream_config(&args)?;
     let (device, vgg) = args.compute.open()?;
     let dream = Dream::new(&vgg, config)?;
     let effect: Box<dyn Effect + '_> = if args.carry > 0.0 {
@@ -186,7 +212,7 @@ fn run_on_video(args: Args) -> Result<()> {
             dream,
             StreamConfig {
                 carry: args.carry,
-                ..StreamConfig::default()
+                cut_threshold: args.cut_threshold,
             },
         ))
     } else {
