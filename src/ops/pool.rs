@@ -16,9 +16,41 @@ use rayon::prelude::*;
 /// rows/columns are dropped (floor), as in VGG.
 pub fn max_pool2x2(x: &Tensor) -> Result<Tensor> {
     if !x.device().is_cpu() || x.dtype() != DType::F32 {
-        return x.max_pool2d(2);
+        return candle_max_pool2x2(x);
     }
     x.apply_op1(MaxPool2x2)
+}
+
+/// The fallback for other devices (CUDA) and dtypes, from candle ops with
+/// the CPU op's semantics: each window's output is its first maximum (in
+/// row-major order), and the backward sends the whole gradient there, as
+/// PyTorch does. (candle's own `max_pool2d` backward scales the gradient by
+/// the fraction of maxima in the window, 1/4 for one, and misaligns odd
+/// sizes.) The window's four cells are weighed by constant 0/1 masks that
+/// select the first maximum, so the autograd of the products does the
+/// routing.
+fn candle_max_pool2x2(x: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let (oh, ow) = (h / 2, w / 2);
+    let x = x
+        .narrow(2, 0, 2 * oh)?
+        .narrow(3, 0, 2 * ow)?
+        .contiguous()?
+        .reshape((n, c, oh, 2, ow, 2))?;
+    let max = x.detach().max_keepdim(5)?.max_keepdim(3)?;
+    let mut taken = max.zeros_like()?;
+    let mut out = max.zeros_like()?;
+    for (dy, dx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+        let cell = x.narrow(3, dy, 1)?.narrow(5, dx, 1)?;
+        let first = cell
+            .detach()
+            .eq(&max)?
+            .to_dtype(x.dtype())?
+            .mul(&taken.affine(-1.0, 1.0)?)?;
+        out = (out + cell.mul(&first)?)?;
+        taken = (taken + first)?;
+    }
+    out.reshape((n, c, oh, ow))
 }
 
 struct MaxPool2x2;
@@ -132,6 +164,35 @@ mod tests {
         let grads = (y * 3.0)?.sum_all()?.backward()?;
         let g = grads.get(&x).unwrap().flatten_all()?.to_vec1::<f32>()?;
         assert_eq!(g, vec![0., 3., 0., 0., 0., 0., 0., 0., 0.]);
+        Ok(())
+    }
+
+    /// The fallback (other devices, here f64 on the CPU) pools and routes
+    /// gradients as the CPU op does: ties go to the first maximum.
+    #[test]
+    fn fallback_matches_the_cpu_op() -> Result<()> {
+        let ties = Tensor::new(
+            &[[[[1f32, 5., 0., 4.], [2., 3., 4., 4.], [9., 9., 9., 2.]]]],
+            &Device::Cpu,
+        )?;
+        let random = Tensor::randn(0f32, 1., (2, 3, 7, 9), &Device::Cpu)?;
+        for x in [ties, random] {
+            let v32 = Var::from_tensor(&x)?;
+            let v64 = Var::from_tensor(&x.to_dtype(DType::F64)?)?;
+            let w = Tensor::randn(0f32, 1., max_pool2x2(&x)?.dims(), &Device::Cpu)?;
+            let y32 = max_pool2x2(v32.as_tensor())?;
+            let y64 = max_pool2x2(v64.as_tensor())?;
+            let g32 = (&y32 * &w)?.sum_all()?.backward()?.remove(&v32).unwrap();
+            let g64 = (&y64 * &w.to_dtype(DType::F64)?)?
+                .sum_all()?
+                .backward()?
+                .remove(&v64)
+                .unwrap();
+            for (a, b) in [(y32, y64), (g32, g64)] {
+                let diff = (a - b.to_dtype(DType::F32)?)?.abs()?.max_all()?;
+                assert_eq!(diff.to_scalar::<f32>()?, 0.0);
+            }
+        }
         Ok(())
     }
 }
