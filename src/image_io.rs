@@ -270,8 +270,9 @@ fn fit_alpha(alpha: &AlphaPlane, w: u32, h: u32) -> std::borrow::Cow<'_, AlphaPl
 
 /// Target size with the longer side `longer` and the aspect ratio kept.
 ///
-/// Shared by the RGB and alpha resizers so both always agree exactly.
-fn longer_side_dims(w: u32, h: u32, longer: u32) -> (u32, u32) {
+/// Shared by the RGB and alpha resizers and by video frames, so that an
+/// image and a frame at the same `--size` always agree exactly.
+pub fn longer_side_dims(w: u32, h: u32, longer: u32) -> (u32, u32) {
     let longer = longer.max(1);
     let scale = |short: u32, long: u32| {
         ((short as f64 * longer as f64 / long as f64).round() as u32).clamp(1, longer)
@@ -317,16 +318,24 @@ pub fn resize_alpha_longer_side(alpha: &AlphaPlane, longer: u32) -> AlphaPlane {
 /// an extra full copy, and on a GPU an extra kernel per frame.
 pub fn image_to_tensor(img: &Rgb32FImage, device: &Device) -> candle_core::Result<Tensor> {
     let (w, h) = (img.width() as usize, img.height() as usize);
-    let n = w * h;
-    let mut planar = vec![0f32; 3 * n];
-    let (r, rest) = planar.split_at_mut(n);
+    let mut planar = Vec::with_capacity(3 * w * h);
+    append_planar(img, &mut planar);
+    Tensor::from_vec(planar, (1, 3, h, w), device)
+}
+
+/// Appends `img` to `out` as three planes (R, G, B), the layout of one
+/// item of an NCHW batch.
+pub fn append_planar(img: &Rgb32FImage, out: &mut Vec<f32>) {
+    let n = (img.width() * img.height()) as usize;
+    let start = out.len();
+    out.resize(start + 3 * n, 0.0);
+    let (r, rest) = out[start..].split_at_mut(n);
     let (g, b) = rest.split_at_mut(n);
     for (i, px) in img.as_raw().chunks_exact(3).enumerate() {
         r[i] = px[0];
         g[i] = px[1];
         b[i] = px[2];
     }
-    Tensor::from_vec(planar, (1, 3, h, w), device)
 }
 
 /// Converts a `(1, 3, H, W)` or `(3, H, W)` RGB tensor (any dtype, any

@@ -18,7 +18,7 @@ use image::Rgb32FImage;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::image_io::{composite_on, load_image};
+use crate::image_io::{append_planar, composite_on, load_image};
 
 /// Extensions of the photos training reads.
 const PHOTO_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png"];
@@ -110,14 +110,7 @@ pub fn center_crop(img: &Rgb32FImage, size: u32) -> Rgb32FImage {
 pub fn to_planar(images: &[Rgb32FImage]) -> Vec<f32> {
     let mut out = Vec::new();
     for img in images {
-        let n = (img.width() * img.height()) as usize;
-        let start = out.len();
-        out.resize(start + 3 * n, 0.0);
-        for (i, px) in img.as_raw().chunks_exact(3).enumerate() {
-            for c in 0..3 {
-                out[start + c * n + i] = px[c];
-            }
-        }
+        append_planar(img, &mut out);
     }
     out
 }

@@ -36,6 +36,7 @@ use super::sink::{open_sink, EncodeOptions, Finished, FrameSink, OutputTarget, S
 use super::source::{DecodeSettings, DecodedFrame, SourceItem, SourceStats, VideoInfo};
 use super::{is_url, VideoSource};
 use crate::effects::Effect;
+use crate::image_io::longer_side_dims;
 
 /// How to convert.
 #[derive(Clone, Debug)]
@@ -176,20 +177,6 @@ fn human_bytes(n: u64) -> String {
         n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
         n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
         n => format!("{n} bytes"),
-    }
-}
-
-/// Size with the longer side `longer`, the aspect kept (the same rule as
-/// still images, so a frame and a photo at `--size N` match).
-fn longer_side_dims(w: u32, h: u32, longer: u32) -> (u32, u32) {
-    let longer = longer.max(1);
-    let scale = |short: u32, long: u32| {
-        ((short as f64 * longer as f64 / long as f64).round() as u32).clamp(1, longer)
-    };
-    if w >= h {
-        (longer, scale(h, w))
-    } else {
-        (scale(w, h), longer)
     }
 }
 
