@@ -37,7 +37,19 @@ BENCHMARKS = (
     "vgg_fwd_bwd_relu4_1_640x480",
     "dream_step_640x480",
     "gatys_512_100",
+    "johnson_fwd_640x480",
+    "johnson_fwd_256x256",
+    "fast_fwd_640x480",
+    "train_step_256_b1",
+    "train_step_fast_256_b2",
 )
+
+# Transform-network presets (src/models/spec.rs).
+SPECS = {
+    "johnson": "c9s1-32,d64,d128,R128,R128,R128,R128,R128,u64,u32,c9s1-3",
+    "fast": "c3s1-8,d16,d32,R32,R32,u8,u8,c3s1-3",
+}
+NORM_EPS = 1e-5
 
 
 # --------------------------------------------------------------------------
@@ -133,6 +145,103 @@ def to_vgg_input(rgb):
 def random_vgg_image(h, w):
     """Uniform 0..255 minus 120, as benches/perf.rs."""
     return torch.rand(1, 3, h, w) * 255.0 - 120.0
+
+
+# --------------------------------------------------------------------------
+# transform network (src/models/transformer.rs)
+
+
+def parse_spec(spec):
+    """[(kind, cout, kernel, stride)] of a spec string such as SPECS["johnson"]."""
+    layers = []
+    for tok in spec.split(","):
+        tok = tok.strip()
+        count = 1
+        if "x" in tok:
+            n, tok = tok.split("x", 1)
+            count = int(n)
+        kind = tok[0]
+        if kind == "c":
+            k, rest = tok[1:].split("s", 1)
+            s, c = rest.split("-", 1)
+            layer = ("c", int(c), int(k), int(s))
+        elif kind == "d":
+            layer = ("d", int(tok[1:]), 3, 2)
+        elif kind == "R":
+            layer = ("R", int(tok[1:]), 3, 1)
+        elif kind == "u":
+            layer = ("u", int(tok[1:]), 3, 1)
+        else:
+            raise ValueError(f"bad layer {tok!r}")
+        layers += [layer] * count
+    return layers
+
+
+class TransformNet(torch.nn.Module):
+    """The network src/models/transformer.rs builds from a spec: reflection
+    padding K/2 before every conv; conv (no bias) + InstanceNorm (affine) +
+    ReLU; residual blocks x + IN(conv(ReLU(IN(conv(x))))) whose second norm
+    has a scale but no shift; nearest 2x upsample before the `u` convs; the
+    last conv with a bias, then (tanh + 1) / 2. Seeded Kaiming-uniform
+    weights (the time does not depend on them)."""
+
+    def __init__(self, spec):
+        super().__init__()
+        self.spec = parse_spec(spec)
+        downs = sum(1 for kind, _, _, s in self.spec if kind == "d" or (kind == "c" and s == 2))
+        self.multiple = 2**downs
+        g = torch.Generator().manual_seed(0)
+
+        def conv(cout, cin, k, gain):
+            bound = gain * (3.0 / (cin * k * k)) ** 0.5
+            return torch.nn.Parameter((torch.rand(cout, cin, k, k, generator=g) * 2 - 1) * bound)
+
+        def vec(c, value):
+            return torch.nn.Parameter(torch.full((c,), float(value)))
+
+        self.p = torch.nn.ParameterList()
+        self.index = []
+        cin = 3
+        for i, (kind, c, k, s) in enumerate(self.spec):
+            self.index.append(len(self.p))
+            if kind == "R":
+                self.p.extend([conv(c, c, 3, 2**0.5), vec(c, 1), vec(c, 0),
+                               conv(c, c, 3, 2**0.5), vec(c, 1)])
+            elif i == len(self.spec) - 1:
+                self.p.extend([conv(c, cin, k, 1.0), vec(c, 0)])
+            else:
+                self.p.extend([conv(c, cin, k, 2**0.5), vec(c, 1), vec(c, 0)])
+            cin = c
+
+    def forward(self, rgb):
+        _, _, h, w = rgb.shape
+        m = self.multiple
+        ph, pw = -(-h // m) * m, -(-w // m) * m
+        top, left = (ph - h) // 2, (pw - w) // 2
+        x = rgb
+        if (ph, pw) != (h, w):
+            x = F.pad(x, (left, pw - w - left, top, ph - h - top), mode="reflect")
+        p = self.p
+        for i, (kind, c, k, s) in enumerate(self.spec):
+            j = self.index[i]
+            if kind == "R":
+                y = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), p[j])
+                y = F.relu(F.instance_norm(y, weight=p[j + 1], bias=p[j + 2], eps=NORM_EPS))
+                y = F.conv2d(F.pad(y, (1, 1, 1, 1), mode="reflect"), p[j + 3])
+                x = x + F.instance_norm(y, weight=p[j + 4], bias=None, eps=NORM_EPS)
+                continue
+            if kind == "u":
+                x = F.interpolate(x, scale_factor=2, mode="nearest")
+            pad = k // 2
+            x = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+            if i == len(self.spec) - 1:
+                x = F.conv2d(x, p[j], p[j + 1], stride=s)
+            else:
+                x = F.conv2d(x, p[j], stride=s)
+                x = F.relu(F.instance_norm(x, weight=p[j + 1], bias=p[j + 2], eps=NORM_EPS))
+        if (ph, pw) != (h, w):
+            x = x[:, :, top:top + h, left:left + w]
+        return (torch.tanh(x) + 1) * 0.5
 
 
 # --------------------------------------------------------------------------
@@ -285,12 +394,83 @@ def bench_gatys(vgg, args):
     }
 
 
+def bench_transform_fwd(arch, h, w):
+    def bench(vgg, args):
+        net = TransformNet(SPECS[arch]).eval()
+        frame = torch.rand(1, 3, h, w)
+
+        def run():
+            with torch.no_grad():
+                net(frame)
+
+        return {"runs": time_runs(args.repeat or 5, run)}
+
+    return bench
+
+
+def bench_train_step(arch, batch, size):
+    """One stylestream-train step at its default losses (content relu2_2 x150,
+    style relu1_1..relu4_1 x100 against a 512x512 painting's Grams, TV x1):
+    network forward, VGG19 on the photos (content target, no grad) and on the
+    painted batch to relu4_1, backward, Adam, the losses read back."""
+
+    def bench(vgg, args):
+        net = TransformNet(SPECS[arch]).train()
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-8)
+        style_layers = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
+        content_layer = "relu2_2"
+        with torch.no_grad():
+            acts = vgg(to_vgg_input(torch.rand(1, 3, 512, 512)), style_layers)
+            targets = {l: gram(acts[l]) for l in style_layers}
+        photos = torch.rand(batch, 3, size, size)
+        out_layers = style_layers + (content_layer,)
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            painted = net(photos)
+            with torch.no_grad():
+                target = vgg(to_vgg_input(photos), [content_layer])[content_layer]
+            acts = vgg(to_vgg_input(painted), out_layers)
+            content = 150.0 * ((acts[content_layer] - target) ** 2).mean()
+            style = 100.0 * sum(0.25 * ((gram(acts[l]) - targets[l]) ** 2).mean()
+                                for l in style_layers)
+            total = content + style + 1.0 * total_variation(painted)
+            total.backward()
+            opt.step()
+            # the trainer reads the losses back every step
+            values = [t.item() for t in (content, style, total)]
+            assert all(v == v for v in values), "training diverged"
+
+        return {"runs": time_runs(args.repeat or 5, step)}
+
+    return bench
+
+
 RUNNERS = {
     "vgg_fwd_relu5_1_640x480": bench_fwd_relu5_1,
     "vgg_fwd_bwd_relu4_1_640x480": bench_fwd_bwd_relu4_1,
     "dream_step_640x480": bench_dream_step,
     "gatys_512_100": bench_gatys,
+    "johnson_fwd_640x480": bench_transform_fwd("johnson", 480, 640),
+    "johnson_fwd_256x256": bench_transform_fwd("johnson", 256, 256),
+    "fast_fwd_640x480": bench_transform_fwd("fast", 480, 640),
+    "train_step_256_b1": bench_train_step("johnson", 1, 256),
+    "train_step_fast_256_b2": bench_train_step("fast", 2, 256),
 }
+NEEDS_VGG = {"vgg_fwd_relu5_1_640x480", "vgg_fwd_bwd_relu4_1_640x480", "dream_step_640x480",
+             "gatys_512_100", "train_step_256_b1", "train_step_fast_256_b2"}
+
+
+def max_rss_mb():
+    """Peak resident set size of this process so far (VmHWM), in MB."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def busy_cpu_s():
@@ -357,9 +537,11 @@ def main():
         print(f"warning: 1-min load average is {os.getloadavg()[0]:.2f}: other work on this "
               "machine will slow these timings", flush=True)
 
-    t = time.perf_counter()
-    vgg = VGG19Features(dequantize(load_state(open_vgg_bin(args))))
-    print(f"VGG19 weights loaded in {(time.perf_counter() - t) * 1e3:.0f} ms", flush=True)
+    vgg = None
+    if any(n in NEEDS_VGG for n in names):
+        t = time.perf_counter()
+        vgg = VGG19Features(dequantize(load_state(open_vgg_bin(args))))
+        print(f"VGG19 weights loaded in {(time.perf_counter() - t) * 1e3:.0f} ms", flush=True)
 
     results = {}
     for name in names:
@@ -376,7 +558,9 @@ def main():
                          "load_before": load_before, "load_after": os.getloadavg()[0],
                          # CPU seconds other processes used meanwhile (~0 on
                          # an idle machine; warm-up runs included)
-                         "other_cpu_s": round(max(0.0, (busy1 - busy0) - (own1 - own0)), 2)}
+                         "other_cpu_s": round(max(0.0, (busy1 - busy0) - (own1 - own0)), 2),
+                         # this process's peak memory so far (only grows)
+                         "max_rss_mb": max_rss_mb()}
 
     print(f"\n{'benchmark':<30} {'median ms':>11} {'min ms':>11} {'runs':>4} {'other cpu s':>11}")
     for name, r in results.items():

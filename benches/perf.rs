@@ -2,12 +2,22 @@
 //! `bench/peer_torch.py` so BENCHMARKS.md can give ratios from one run.
 //!
 //! `cargo bench --bench perf -- [--json OUT] [--only a,b] [--repeat N]`
+//!
+//! Each result also records `max_rss_mb`, the process's peak resident set
+//! size when that benchmark finished (`VmHWM`, which only grows): run a
+//! benchmark alone (`--only NAME`) to read its own peak memory. VGG19's
+//! weights (80 MB) are loaded only by the benchmarks that use them.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use candle_core::{Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::VarBuilder;
 use stylestream::effects::gatys::{Gatys, GatysConfig};
+use stylestream::models::{preset, TransformerNet};
+use stylestream::optim::{Adam, AdamConfig};
+use stylestream::training::init::initial_parameters;
+use stylestream::training::objective::PerceptualObjective;
 use stylestream::vgg::{weights::resolve_vgg_path, Layer, Pooling, Vgg19};
 
 struct Options {
@@ -73,6 +83,64 @@ fn relu4_1_energy_gradient(vgg: &Vgg19, x: &Var) -> Tensor {
     loss.backward().unwrap().remove(x).unwrap()
 }
 
+/// Peak resident set size of this process so far, in MB (`VmHWM`).
+fn max_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// A transform network (preset `arch`) with seeded random weights: plain
+/// tensors for inference, or `Var`s (returned too) for training.
+fn transform_net(arch: &str, trainable: bool) -> (TransformerNet, Vec<(String, Var)>) {
+    let spec = preset(arch).unwrap();
+    let params = initial_parameters(&spec, 0, &Device::Cpu).unwrap();
+    if !trainable {
+        let vb = VarBuilder::from_tensors(params, DType::F32, &Device::Cpu);
+        return (TransformerNet::new(&spec, vb).unwrap(), Vec::new());
+    }
+    let vars: Vec<(String, Var)> = params
+        .into_iter()
+        .map(|(k, t)| (k, Var::from_tensor(&t).unwrap()))
+        .collect();
+    let tensors = vars
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect();
+    let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
+    (TransformerNet::new(&spec, vb).unwrap(), vars)
+}
+
+/// One `stylestream-train` step at its default losses (content relu2_2
+/// x150, style relu1_1..relu4_1 x100 against a 512x512 painting, TV x1):
+/// network forward, the objective (VGG19 on the photos for the content
+/// target and on the painted batch to relu4_1), backward, Adam, and the
+/// losses read back, as `training::trainer` does.
+fn train_step_runs(vgg: &Vgg19, arch: &str, batch: usize, size: usize, repeat: usize) -> Vec<f64> {
+    let (net, vars) = transform_net(arch, true);
+    let mut adam = Adam::new(vars, AdamConfig::default()).unwrap();
+    let painting = Tensor::rand(0f32, 1., (1, 3, 512, 512), &Device::Cpu).unwrap();
+    let names = |l: &[&str]| -> Vec<Layer> { l.iter().map(|n| layer(n)).collect() };
+    let objective = PerceptualObjective::style(
+        vgg,
+        (&names(&["relu2_2"]), 150.0),
+        &painting,
+        (&names(&["relu1_1", "relu2_1", "relu3_1", "relu4_1"]), 100.0),
+        1.0,
+    )
+    .unwrap();
+    let photos = Tensor::rand(0f32, 1., (batch, 3, size, size), &Device::Cpu).unwrap();
+    time_runs(repeat, || {
+        let painted = net.forward(&photos).unwrap();
+        let terms = objective.evaluate(&painted, &photos).unwrap();
+        let grads = terms.total.backward().unwrap();
+        adam.step(&grads, 1e-3).unwrap();
+        let v = terms.values().unwrap();
+        assert!(v.total.is_finite(), "training diverged");
+    })
+}
+
 fn main() {
     let opts = parse_args();
     let wanted = |name: &str| {
@@ -80,9 +148,15 @@ fn main() {
             .as_ref()
             .is_none_or(|o| o.iter().any(|n| n == name))
     };
-    let vgg = Vgg19::load(&resolve_vgg_path(None), &Device::Cpu, Pooling::Max)
-        .expect("VGG19 weights: run `stylestream fetch-vgg` first");
+    let vgg_cell = std::cell::OnceCell::new();
+    let vgg = || {
+        vgg_cell.get_or_init(|| {
+            Vgg19::load(&resolve_vgg_path(None), &Device::Cpu, Pooling::Max)
+                .expect("VGG19 weights: run `stylestream fetch-vgg` first")
+        })
+    };
     let mut results: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut rss: BTreeMap<String, f64> = BTreeMap::new();
 
     if wanted("matmul_2048") {
         // The machine's limit: what the GEMM kernel reaches on a big square product.
@@ -93,10 +167,36 @@ fn main() {
         });
         results.insert("matmul_2048".into(), runs);
     }
+    for (name, arch, h, w) in [
+        ("johnson_fwd_640x480", "johnson", 480, 640),
+        ("johnson_fwd_256x256", "johnson", 256, 256),
+        ("fast_fwd_640x480", "fast", 480, 640),
+    ] {
+        if !wanted(name) {
+            continue;
+        }
+        let (net, _) = transform_net(arch, false);
+        let frame = Tensor::rand(0f32, 1., (1, 3, h, w), &Device::Cpu).unwrap();
+        let runs = time_runs(opts.repeat, || {
+            net.forward(&frame).unwrap();
+        });
+        results.insert(name.into(), runs);
+        rss.extend(max_rss_mb().map(|m| (name.to_string(), m)));
+    }
+    for (name, arch, batch) in [
+        ("train_step_256_b1", "johnson", 1),
+        ("train_step_fast_256_b2", "fast", 2),
+    ] {
+        if wanted(name) {
+            let runs = train_step_runs(vgg(), arch, batch, 256, opts.repeat);
+            results.insert(name.into(), runs);
+            rss.extend(max_rss_mb().map(|m| (name.to_string(), m)));
+        }
+    }
     if wanted("vgg_fwd_relu5_1_640x480") {
         let x = random_vgg_image(480, 640);
         let runs = time_runs(opts.repeat, || {
-            vgg.forward(&x, &[layer("relu5_1")]).unwrap();
+            vgg().forward(&x, &[layer("relu5_1")]).unwrap();
         });
         results.insert("vgg_fwd_relu5_1_640x480".into(), runs);
     }
@@ -109,7 +209,7 @@ fn main() {
         }
         let x = Var::from_tensor(&random_vgg_image(480, 640)).unwrap();
         let runs = time_runs(opts.repeat, || {
-            let g = relu4_1_energy_gradient(&vgg, &x);
+            let g = relu4_1_energy_gradient(vgg(), &x);
             if dream_update {
                 // DeepDream's normalised ascent step, as in effects::dream.
                 let scale = g.abs().unwrap().mean_all().unwrap();
@@ -128,7 +228,7 @@ fn main() {
             ..GatysConfig::default()
         };
         let t = Instant::now();
-        let mut gatys = Gatys::new(&vgg, &style, config).unwrap();
+        let mut gatys = Gatys::new(vgg(), &style, config).unwrap();
         gatys.paint(&content).unwrap();
         results.insert(
             "gatys_512_100".into(),
@@ -141,10 +241,15 @@ fn main() {
     for (name, runs) in &results {
         let m = median(runs.clone());
         println!("{name:<32} {m:>12.1}");
-        json.insert(
-            name.clone(),
-            serde_json::json!({ "ms": m, "runs": runs, "threads": rayon::current_num_threads() }),
-        );
+        let mut entry = serde_json::json!({
+            "ms": m,
+            "runs": runs,
+            "threads": rayon::current_num_threads(),
+        });
+        if let Some(mb) = rss.get(name) {
+            entry["max_rss_mb"] = serde_json::json!(mb);
+        }
+        json.insert(name.clone(), entry);
     }
     if let Some(path) = opts.json {
         std::fs::write(&path, serde_json::to_string_pretty(&json).unwrap()).unwrap();

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Result, Tensor, Var};
 use rand::{rngs::StdRng, Rng, SeedableRng};
-use stylestream::ops::conv2d::conv2d;
+use stylestream::ops::conv2d::{conv2d, conv2d_relu};
 
 const TOL: f32 = 1e-4;
 
@@ -130,6 +130,17 @@ const CASES: &[Case] = &[
     Case::new(1, 32, 16, 3, 1, 1, 64, 80),
     Case::new(2, 32, 16, 3, 2, 1, 64, 81),
     Case::new(1, 8, 16, 9, 1, 4, 70, 41),
+    // Winograd (stride-1 3x3, 16+ channels both ways): few tiles (each
+    // phase split between threads), many tiles (blocks per thread), odd
+    // sizes, padding 0 and 2 (the input gradient then pads by 2 and 0).
+    Case::new(2, 16, 24, 3, 1, 1, 70, 75),
+    Case::new(1, 20, 16, 3, 1, 0, 99, 101),
+    Case::new(3, 17, 19, 3, 1, 2, 13, 11),
+    // Few output channels, large kernel (the output-side scatter forward):
+    // several column chunks and row bands, padding and none.
+    Case::new(2, 32, 3, 9, 1, 4, 21, 300),
+    Case::new(1, 24, 3, 9, 1, 0, 30, 270),
+    Case::new(1, 16, 5, 5, 1, 3, 9, 7),
 ];
 
 /// Direct f64 convolution and its exact gradients for `loss = Σ y·r`.
@@ -289,6 +300,66 @@ fn backward_matches_candle_and_direct_loops() {
                 assert!(err < TOL, "{c:?} {name} vs candle autograd: rel err {err}");
             }
         }
+    }
+}
+
+/// The fused conv + ReLU against our plain conv followed by candle's ReLU:
+/// forward values and every gradient, on every case (Winograd, im2col,
+/// strided, 1x1, 9x9, the few-channel col2im backward, batches).
+#[test]
+fn fused_relu_matches_conv_then_relu() {
+    for (i, c) in CASES.iter().enumerate() {
+        let (x, w, b, r) = case_tensors(c, 300 + i as u64);
+        let fused = run_grads(
+            |x, w, b| conv2d_relu(x, w, Some(b), c.stride, c.pad),
+            &x,
+            &w,
+            &b,
+            &r,
+        )
+        .unwrap();
+        let reference = run_grads(
+            |x, w, b| conv2d(x, w, Some(b), c.stride, c.pad)?.relu(),
+            &x,
+            &w,
+            &b,
+            &r,
+        )
+        .unwrap();
+        // About half the outputs are clipped, so the mask matters.
+        let zeros = fused
+            .y
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .filter(|v| **v == 0.0)
+            .count();
+        assert!(zeros > 0, "{c:?}: no output clipped, the test is vacuous");
+        for (name, got, want) in [
+            ("y", &fused.y, &reference.y),
+            ("dx", &fused.dx, &reference.dx),
+            ("dw", &fused.dw, &reference.dw),
+            ("db", &fused.db, &reference.db),
+        ] {
+            let err = rel_err(got, want);
+            assert!(err < TOL, "{c:?} fused {name}: rel err {err}");
+        }
+        // Without a bias, and with only the input tracked (VGG's case).
+        let xv = Var::from_tensor(&x).unwrap();
+        let y = conv2d_relu(xv.as_tensor(), &w, None, c.stride, c.pad).unwrap();
+        let g = y.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+        let dx = g.get(xv.as_tensor()).unwrap().clone();
+        assert!(g.get(&w).is_none());
+        let xv2 = Var::from_tensor(&x).unwrap();
+        let y2 = conv2d(xv2.as_tensor(), &w, None, c.stride, c.pad)
+            .unwrap()
+            .relu()
+            .unwrap();
+        let g2 = y2.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+        let err = rel_err(&dx, g2.get(xv2.as_tensor()).unwrap());
+        assert!(err < TOL, "{c:?} fused dx without bias: rel err {err}");
     }
 }
 

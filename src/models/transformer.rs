@@ -122,6 +122,11 @@ mod kernels {
     pub fn upsample2x(x: &Tensor) -> Result<Tensor> {
         crate::ops::upsample::upsample_nearest2x(x)
     }
+
+    /// The output mapping `(tanh(x) + 1) / 2`.
+    pub fn unit_tanh(x: &Tensor) -> Result<Tensor> {
+        crate::ops::activation::unit_tanh(x)
+    }
 }
 
 /// A convolution with reflection padding of `kernel / 2`.
@@ -414,7 +419,7 @@ impl TransformerNet {
         if (ph, pw) != (h, w) {
             x = x.narrow(2, top, h)?.narrow(3, left, w)?;
         }
-        x.tanh()?.affine(0.5, 0.5)
+        kernels::unit_tanh(&x)
     }
 }
 

@@ -2,11 +2,13 @@
 //! with CPU forward and backward; on other devices they fall back to
 //! candle's own ops.
 
+pub mod activation;
 pub mod conv2d;
 pub mod instance_norm;
 pub mod pool;
 pub mod reflection_pad;
 pub mod upsample;
+pub(crate) mod winograd;
 
 use candle_core::{bail, CpuStorage, Layout, Result};
 

@@ -15,7 +15,10 @@ use candle_core::{Device, Tensor};
 use super::layers::{Layer, LayerKind};
 use super::preprocess::to_vgg_input;
 use super::weights::{load_vgg_tensors, VGG19_CONV_LAYERS};
-use crate::ops::{conv2d::conv2d, pool::max_pool2x2};
+use crate::ops::{
+    conv2d::{conv2d, conv2d_relu},
+    pool::max_pool2x2,
+};
 
 /// How VGG downsamples between blocks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -81,12 +84,23 @@ impl Vgg19 {
             return Ok(out);
         };
         let mut x = x.clone();
+        // Whether the last convolution already applied its ReLU.
+        let mut fused = false;
         for layer in Layer::all().take(deepest.index() + 1) {
             x = match layer.kind() {
                 LayerKind::Conv(i) => {
                     let conv = &self.convs[i];
-                    conv2d(&x, &conv.weight, Some(&conv.bias), 1, 1)?
+                    // Every conv is followed by its ReLU; one op does both
+                    // (forward and backward) unless the pre-ReLU output
+                    // itself is asked for.
+                    fused = !layers.contains(&layer);
+                    if fused {
+                        conv2d_relu(&x, &conv.weight, Some(&conv.bias), 1, 1)?
+                    } else {
+                        conv2d(&x, &conv.weight, Some(&conv.bias), 1, 1)?
+                    }
                 }
+                LayerKind::Relu if fused => x,
                 LayerKind::Relu => x.relu()?,
                 LayerKind::Pool => self.pool(&x)?,
             };
