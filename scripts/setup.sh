@@ -12,6 +12,11 @@ APT_PACKAGES=(
   libswresample-dev libavfilter-dev libavdevice-dev
   ffmpeg python3-pip
 )
+# scripts/test.sh asks for Xvfb too: the live preview window is tested on a
+# virtual X server (libX11 and libXcursor are loaded at run time).
+if [ "${STYLESTREAM_TEST_TOOLS:-0}" = 1 ]; then
+  APT_PACKAGES+=(xvfb libx11-6 libxcursor1)
+fi
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

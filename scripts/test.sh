@@ -4,7 +4,7 @@
 # weights, which setup.sh puts in the default location.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+STYLESTREAM_TEST_TOOLS=1 scripts/setup.sh
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 cargo test --release

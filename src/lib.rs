@@ -10,6 +10,9 @@
 //!   to tensors, write atomically).
 //! * [`video`] — video files through FFmpeg: decode, run the effects,
 //!   encode, keeping every frame's timing and the audio.
+//! * [`live`] — the live filter: a webcam (or a video in real time)
+//!   painted as it happens, to a window, a browser, a virtual camera or a
+//!   file.
 //! * [`effects`] — what turns a frame into a painted frame: [`effects::gatys`]
 //!   (slow optimisation, the quality reference) and [`effects::dream`]
 //!   (multi-octave DeepDream).
@@ -29,6 +32,7 @@
 pub mod device;
 pub mod effects;
 pub mod image_io;
+pub mod live;
 pub mod losses;
 pub mod models;
 pub mod ops;

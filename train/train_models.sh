@@ -10,6 +10,8 @@
 #   RUNS      checkpoint folders (default: runs/, not committed)
 #   NICE      niceness of the training processes (default: 19, so that
 #             interactive work on the machine keeps priority)
+#   NO_BUILD  set to 1 to reuse the private binary in RUNS/bin as it is
+#             (e.g. while the working tree is mid-change)
 #
 # The settings below are what fits this project's CPU budget (2 cores); see
 # weights/README.md for what each produced.
@@ -21,12 +23,14 @@ RUNS="${RUNS:-runs}"
 NICE="${NICE:-19}"
 STYLES=(starry_night great_wave the_scream composition_vii udnie)
 
-cargo build --release --bin stylestream-train
 bin="$RUNS/bin/stylestream-train"
-mkdir -p "$RUNS/bin"
-# A private copy, so that rebuilding the project never swaps the binary
-# under a running training.
-cp target/release/stylestream-train "$bin.new" && mv "$bin.new" "$bin"
+if [[ "${NO_BUILD:-0}" != 1 ]]; then
+  cargo build --release --bin stylestream-train
+  mkdir -p "$RUNS/bin"
+  # A private copy, so that rebuilding the project never swaps the binary
+  # under a running training.
+  cp target/release/stylestream-train "$bin.new" && mv "$bin.new" "$bin"
+fi
 
 # train NAME ARGS...: trains weights/NAME.safetensors unless it exists.
 train() {

@@ -1,11 +1,13 @@
 //! The `stylestream` command line: one module per subcommand.
 
 mod common;
+mod devices;
 mod dream;
 mod evaluate;
 mod features;
 mod fetch_vgg;
 mod gatys;
+mod live;
 mod models;
 mod stylize;
 mod video_args;
@@ -44,6 +46,7 @@ enum Command {
     Models(models::Args),
     Features(features::Args),
     Evaluate(evaluate::Args),
+    Devices(devices::Args),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -55,5 +58,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Models(args) => models::run(args),
         Command::Features(args) => features::run(args),
         Command::Evaluate(args) => evaluate::run(args),
+        Command::Devices(args) => devices::run(args),
     }
 }

@@ -13,6 +13,7 @@ use stylestream::image_io;
 use stylestream::models::resolve_model;
 
 use super::common::{load_for_effect, parse_size, progress_bar, save_result};
+use super::live::LiveArgs;
 use super::video_args::{is_video_job, run_video, VideoArgs};
 
 /// Paint images in a learned style, in one fast pass per image.
@@ -34,15 +35,24 @@ use super::video_args::{is_video_job, run_video, VideoArgs};
 ///   stylestream stylize --input photos/ --output painted/ --model the_scream_fast --size 640
 ///   stylestream stylize --input clip.mp4 --output painted.mp4 --model udnie_fast --size 640
 ///   stylestream stylize --input clip.mp4 --output - --model udnie_fast | ffplay -
+///
+/// Live: `--input webcam` (or webcam:N, see `stylestream devices`), or any
+/// video with --realtime, is painted as it comes; several --model flags
+/// are then alternatives switched with the arrow keys. Outputs (any
+/// combination): `--output window` (the default), `--output
+/// v4l2:/dev/videoN` (a virtual camera), `--serve 127.0.0.1:8080` (MJPEG
+/// for a browser), `--output rec.mp4`. The window's keys are listed when it
+/// opens.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// An image, or a folder of images.
-    #[arg(long, short, value_name = "IMAGE|DIR")]
+    /// An image, a folder of images, a video, or webcam[:N] (live).
+    #[arg(long, short, value_name = "IMAGE|DIR|VIDEO|webcam")]
     input: PathBuf,
 
-    /// The output image, or folder when the input is a folder.
+    /// The output image, or folder when the input is a folder. Live, it
+    /// may be repeated: window, v4l2:/dev/videoN, or a video file.
     #[arg(long, short, value_name = "IMAGE|DIR")]
-    output: PathBuf,
+    output: Vec<PathBuf>,
 
     /// Model name (weights/NAME.safetensors) or path; repeat to chain models.
     #[arg(long, short, value_name = "NAME|PATH", required = true)]
@@ -65,6 +75,9 @@ pub struct Args {
 
     #[command(flatten)]
     video: VideoArgs,
+
+    #[command(flatten)]
+    live: LiveArgs,
 }
 
 /// The model chain followed by the photo's colours, as one effect, for
@@ -121,8 +134,23 @@ pub fn run(args: Args) -> Result<()> {
         effects.push(net);
     }
 
-    if is_video_job(&args.input, &args.output) {
-        stylestream::video::check_paths(&args.input, &args.output)?;
+    // The live filter (webcam, --realtime): src/cli/live.rs.
+    if args.live.is_live(&args.input) {
+        let (input, outputs) = (&args.input, &args.output);
+        let (preserve, size, video) = (args.preserve_color, args.size, &args.video);
+        return super::live::run(
+            input, outputs, effects, preserve, size, device, video, &args.live,
+        );
+    }
+    args.live.check_not_given()?;
+    let output = match args.output.as_slice() {
+        [one] => one.clone(),
+        [] => bail!("--output is required (the image, folder or video to write)"),
+        _ => bail!("one --output only (several are for the live filter: webcam or --realtime)"),
+    };
+
+    if is_video_job(&args.input, &output) {
+        stylestream::video::check_paths(&args.input, &output)?;
         let mut chain: Vec<Box<dyn Effect>> = if args.preserve_color {
             vec![Box::new(KeepColors(effects))]
         } else {
@@ -132,7 +160,7 @@ pub fn run(args: Args) -> Result<()> {
                 .collect()
         };
         let options = args.video.options(args.size, device);
-        return run_video("stylize", &args.input, &args.output, &options, &mut chain);
+        return run_video("stylize", &args.input, &output, &options, &mut chain);
     }
     args.video.warn_if_image("stylize");
 
@@ -146,27 +174,27 @@ pub fn run(args: Args) -> Result<()> {
         if inputs.is_empty() {
             bail!("no images in {}", args.input.display());
         }
-        if args.output.exists() && !args.output.is_dir() {
+        if output.exists() && !output.is_dir() {
             bail!(
                 "the input {} is a folder, so --output must be a folder; {} is a file",
                 args.input.display(),
-                args.output.display()
+                output.display()
             );
         }
-        if args.output.canonicalize().ok() == args.input.canonicalize().ok() {
+        if output.canonicalize().ok() == args.input.canonicalize().ok() {
             bail!(
                 "refusing to write into the input folder {}",
                 args.input.display()
             );
         }
-        std::fs::create_dir_all(&args.output).map_err(|e| {
-            anyhow::anyhow!("cannot create output folder {}: {e}", args.output.display())
+        std::fs::create_dir_all(&output).map_err(|e| {
+            anyhow::anyhow!("cannot create output folder {}: {e}", output.display())
         })?;
         let bar = progress_bar(inputs.len() as u64, "stylize");
         let started = Instant::now();
         let mut failed = 0usize;
         for input in &inputs {
-            let out_path = output_in_dir(&args.output, input);
+            let out_path = output_in_dir(&output, input);
             let result = load_for_effect(input, args.size, &device).and_then(|img| {
                 let painted = paint(&mut effects, &img.tensor, &args)?;
                 save_result(&painted, img.alpha.as_ref(), &out_path)
@@ -182,7 +210,7 @@ pub fn run(args: Args) -> Result<()> {
             "stylize: {} of {} images painted into {} in {:.1}s",
             inputs.len() - failed,
             inputs.len(),
-            args.output.display(),
+            output.display(),
             started.elapsed().as_secs_f64()
         );
         if failed > 0 {
@@ -191,16 +219,16 @@ pub fn run(args: Args) -> Result<()> {
         return Ok(());
     }
 
-    image_io::check_output_path(&args.output, &[&args.input])?;
+    image_io::check_output_path(&output, &[&args.input])?;
     let img = load_for_effect(&args.input, args.size, &device)?;
     let started = Instant::now();
     let painted = paint(&mut effects, &img.tensor, &args)?;
-    save_result(&painted, img.alpha.as_ref(), &args.output)?;
+    save_result(&painted, img.alpha.as_ref(), &output)?;
     let (_, _, h, w) = img.tensor.dims4()?;
     eprintln!(
         "stylize: {w}x{h} painted in {:.2}s",
         started.elapsed().as_secs_f64()
     );
-    println!("{}", args.output.display());
+    println!("{}", output.display());
     Ok(())
 }
