@@ -4,7 +4,10 @@ the markdown table of BENCHMARKS.md: times, ratio to PyTorch, and how close
 each figure is to the machine's limit (the work's FLOPs at the GEMM rate
 measured in the same run).
 
-    python3 bench/report.py bench/out/ours.json bench/out/peer.json
+    python3 bench/report.py bench/out/ours.json bench/out/peer.json [--ort bench/out/ort.json]
+
+With --ort (bench/peer_ort.py's JSON), the forward benchmarks get an ONNX
+Runtime column and its ratio too.
 
 FLOPs are 2 x the multiply-adds of the convolutions only (Gram matrices,
 norms, padding, pooling and element-wise work are not counted):
@@ -98,14 +101,22 @@ WORK = {
 
 
 def main():
-    ours = json.load(open(sys.argv[1]))
-    peer = json.load(open(sys.argv[2]))
+    args = sys.argv[1:]
+    ort = {}
+    if "--ort" in args:
+        i = args.index("--ort")
+        ort = json.load(open(args[i + 1]))
+        del args[i:i + 2]
+    ours = json.load(open(args[0]))
+    peer = json.load(open(args[1]))
     gemm = ours.get("matmul_2048", {}).get("ms")
     peak = 2 * 2048 ** 3 / (gemm / 1e3) if gemm else None
     if peak:
         print(f"GEMM peak (candle f32 matmul 2048^3, same run): {peak / 1e9:.0f} GFLOP/s\n")
-    print("| work | stylestream ms | PyTorch ms | PyTorch / stylestream | GFLOP | stylestream GFLOP/s | % of GEMM peak |")
-    print("|---|---|---|---|---|---|---|")
+    ort_head = " ORT ms | ORT / stylestream |" if ort else ""
+    print("| work | stylestream ms | PyTorch ms | PyTorch / stylestream |" + ort_head
+          + " GFLOP | stylestream GFLOP/s | % of GEMM peak |")
+    print("|---|---|---|---|" + ("---|---|" if ort else "") + "---|---|---|")
     for name, flops in WORK.items():
         if name not in ours:
             continue
@@ -115,7 +126,12 @@ def main():
         ratio = f"{p / o:.2f}x" if p else "-"
         pct = f"{100 * rate / peak:.0f}%" if peak else "-"
         pms = f"{p:.0f}" if p else "-"
-        print(f"| {name} | {o:.0f} | {pms} | {ratio} | {flops / 1e9:.1f} | {rate / 1e9:.1f} | {pct} |")
+        ort_cols = ""
+        if ort:
+            r = ort.get(name, {}).get("ms")
+            ort_cols = f" {r:.0f} | {r / o:.2f}x |" if r else " - | - |"
+        print(f"| {name} | {o:.0f} | {pms} | {ratio} |{ort_cols} {flops / 1e9:.1f} | "
+              f"{rate / 1e9:.1f} | {pct} |")
     mem = [(n, ours[n].get("max_rss_mb"), peer.get(n, {}).get("max_rss_mb")) for n in WORK
            if n in ours and ours[n].get("max_rss_mb")]
     if mem:

