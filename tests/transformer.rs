@@ -534,3 +534,36 @@ fn gradients_match_finite_differences() -> Result<()> {
     assert!(checked >= 3 * 10);
     Ok(())
 }
+
+/// A saved model is an ordinary shared file: readable by everyone the
+/// umask allows (safetensors' own writer would leave it at mode 0600), and
+/// it loads back with the same tensors.
+#[cfg(unix)]
+#[test]
+fn saved_models_are_shareable_and_load_back() -> Result<()> {
+    use std::collections::HashMap;
+    use std::os::unix::fs::PermissionsExt;
+
+    let spec = stylestream::models::preset("fast").unwrap();
+    let params: HashMap<String, Tensor> =
+        stylestream::training::init::initial_parameters(&spec, 3, &Device::Cpu)?
+            .into_iter()
+            .collect();
+    let info = stylestream::models::ModelInfo::new(spec, "random", "style", serde_json::json!({}));
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("shared.safetensors");
+    stylestream::models::save_model(&path, &params, &info)?;
+
+    // The same mode as any file the process creates (0644 under the usual
+    // umask 022), not owner-only.
+    let plain = dir.path().join("plain");
+    std::fs::write(&plain, b"x")?;
+    let mode = |p: &std::path::Path| -> Result<u32> {
+        Ok(std::fs::metadata(p)?.permissions().mode() & 0o777)
+    };
+    assert_eq!(mode(&path)?, mode(&plain)?);
+
+    let (_, loaded) = stylestream::models::load_model(&path, &Device::Cpu)?;
+    assert_eq!(loaded.style, "random");
+    Ok(())
+}

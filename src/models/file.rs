@@ -141,6 +141,12 @@ pub fn save_model(path: &Path, tensors: &HashMap<String, Tensor>, info: &ModelIn
 
 /// Writes `tensors` (moved to the CPU as needed, in name order, so that
 /// the same tensors always give the same bytes) with string metadata.
+///
+/// The bytes are built in memory and written with `std::fs::write` rather
+/// than `safetensors::serialize_to_file`, which goes through a private temp
+/// file and so leaves the result readable by its owner only (mode 0600):
+/// model files are meant to be shared. Callers make the write atomic
+/// ([`write_file_atomic`]).
 pub fn write_safetensors(
     path: &Path,
     tensors: &HashMap<String, Tensor>,
@@ -151,7 +157,8 @@ pub fn write_safetensors(
         .map(|(k, t)| Ok((k, t.to_device(&Device::Cpu)?.contiguous()?)))
         .collect::<candle_core::Result<_>>()?;
     named.sort_by(|a, b| a.0.cmp(b.0));
-    safetensors::serialize_to_file(named, Some(metadata), path)?;
+    let bytes = safetensors::serialize(named, Some(metadata))?;
+    std::fs::write(path, bytes)?;
     Ok(())
 }
 
