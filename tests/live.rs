@@ -686,6 +686,83 @@ fn command_line_realtime_records() {
     assert_eq!((v.info().width, v.info().height), (160, 120));
 }
 
+/// `dream --realtime` goes through the same live path: a recording of the
+/// dreamed clip, stopped by --duration; and `stylize --dream --model` live.
+#[test]
+fn command_line_realtime_dream_records() {
+    let Some(clip) = common::shared_data("video/friday.mp4") else {
+        eprintln!("no shared clip; skipped");
+        return;
+    };
+    let _ = common::vgg(); // fails clearly when the weights are missing
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("dream.mp4");
+    let out = stylestream(&[
+        "dream",
+        "--input",
+        clip.to_str().unwrap(),
+        "--realtime",
+        "--size",
+        "96",
+        "--octaves",
+        "1",
+        "--steps",
+        "1",
+        "--layers",
+        "relu3_1",
+        "--output",
+        rec.to_str().unwrap(),
+        "--duration",
+        "3",
+        "--device",
+        "cpu",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("dream pass"), "{err}");
+    assert!(err.contains("frames recorded"), "{err}");
+    let v = stylestream::video::VideoSource::open(&rec).unwrap();
+    assert_eq!((v.info().width, v.info().height), (96, 72));
+
+    let model = random_model(dir.path());
+    let rec = dir.path().join("chain.mkv");
+    let out = stylestream(&[
+        "stylize",
+        "--input",
+        clip.to_str().unwrap(),
+        "--realtime",
+        "--dream",
+        "--model",
+        model.to_str().unwrap(),
+        "--size",
+        "96",
+        "--dream-octaves",
+        "1",
+        "--dream-steps",
+        "1",
+        "--output",
+        rec.to_str().unwrap(),
+        "--duration",
+        "3",
+        "--device",
+        "cpu",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    // The dream pass is listed before the model: it runs first.
+    let dream_at = err.find("dream pass").unwrap_or_else(|| panic!("{err}"));
+    let model_at = err.find("model 1/1").unwrap_or_else(|| panic!("{err}"));
+    assert!(dream_at < model_at, "{err}");
+    assert!(err.contains("frames recorded"), "{err}");
+
+    // A still image with the live flags is refused, as for stylize.
+    let out = stylestream(&[
+        "dream", "--input", "a.png", "--output", "b.png", "--serve", "8080",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("only apply to the live filter"), "{err}");
+}
+
 /// The preview window on a virtual X server, when Xvfb is installed
 /// (`apt-get install xvfb`; skipped otherwise): frames reach the window
 /// and the session ends cleanly. `scripts/live_window.sh` also presses

@@ -885,6 +885,42 @@ fn dream_command_on_a_video() {
     );
 }
 
+/// The binary: `stylize --model M --dream` on a clip paints then dreams
+/// every frame (carried from frame to frame) and keeps the frame count and
+/// audio.
+#[test]
+fn stylize_with_a_dream_pass_on_a_video() {
+    let _ = common::vgg(); // fails clearly when the weights are missing
+    let dir = tempfile::tempdir().unwrap();
+    let input = clip(dir.path(), "in.mp4", "80x48", "0.4", true, H264);
+    let output = dir.path().join("painted-dream.mp4");
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/starry_night_fast.safetensors");
+    let out = Command::new(env!("CARGO_BIN_EXE_stylestream"))
+        .args(["stylize", "--input", s(&input), "--output", s(&output)])
+        .args(["--model", s(&model), "--dream"])
+        .args(["--dream-steps", "1", "--dream-octaves", "1"])
+        .args([
+            "--dream-layers",
+            "relu3_1",
+            "--size",
+            "64",
+            "--device",
+            "cpu",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("10 frames"), "{err}");
+    assert!(
+        err.contains("starry_night_fast") && err.contains("carry"),
+        "{err}"
+    );
+    assert_eq!(frame_times(&output).len(), 10);
+    assert_eq!(video_geometry(&output), (64, 38, 0));
+    assert_eq!(audio_packets(&input), audio_packets(&output));
+}
+
 #[test]
 fn subtitles_and_metadata_are_copied_where_the_container_allows() {
     let dir = tempfile::tempdir().unwrap();
