@@ -710,6 +710,75 @@ fn bad_inputs_and_outputs_are_clear_errors_with_nothing_written() {
     );
 }
 
+/// Through the binary: an input whose video codec FFmpeg cannot decode
+/// (an AVI with an unknown FourCC) and output codecs that do not exist or
+/// that the container refuses are one-line errors naming the file and the
+/// reason, exit status 1, no panic, nothing written.
+#[test]
+fn unsupported_codecs_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let unknown = dir.path().join("fourcc.avi");
+    // MPEG-4 video stored under a FourCC no decoder claims (-strict -1
+    // lets the muxer write a tag it does not know).
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=64x48:rate=25",
+        "-t",
+        "0.2",
+        "-c:v",
+        "mpeg4",
+        "-vtag",
+        "ZZZZ",
+        "-strict",
+        "-1",
+        s(&unknown),
+    ]);
+    let good = clip(dir.path(), "good.mp4", "32x32", "0.2", false, H264);
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/starry_night_fast.safetensors");
+    let stylize = |input: &Path, output: &Path, extra: &[&str]| -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_stylestream"))
+            .args(["stylize", "--input", s(input), "--output", s(output)])
+            .args(["--model", s(&model), "--device", "cpu"])
+            .args(extra)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(!output.exists(), "{} was written", output.display());
+        err
+    };
+
+    let err = stylize(&unknown, &dir.path().join("out.mp4"), &[]);
+    assert!(
+        err.contains("fourcc.avi")
+            && err.contains("codec is not supported")
+            && err.contains("ZZZZ"),
+        "{err}"
+    );
+
+    let out = dir.path().join("out.mp4");
+    let err = stylize(&good, &out, &["--codec", "no-such-encoder"]);
+    assert!(
+        err.contains("--codec no-such-encoder") && err.contains("no encoder"),
+        "{err}"
+    );
+    let err = stylize(&good, &out, &["--codec", "aac"]);
+    assert!(err.contains("not a video encoder"), "{err}");
+    let err = stylize(&good, &dir.path().join("out.webm"), &["--codec", "libx264"]);
+    assert!(
+        err.contains("webm") && err.contains("cannot hold h264"),
+        "{err}"
+    );
+    assert!(
+        hidden_files(dir.path()).is_empty(),
+        "{:?}",
+        hidden_files(dir.path())
+    );
+}
+
 #[test]
 fn an_effect_error_or_cancel_leaves_no_file() {
     let dir = tempfile::tempdir().unwrap();
