@@ -639,6 +639,26 @@ fn command_line_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("only apply to the live filter"), "{err}");
 
+    // A recording's encoder is chosen as a converted video's: an unknown
+    // --codec is an error (it used to fall back to H.264 silently).
+    let rec = dir.path().join("rec.mp4");
+    let out = stylestream(&[
+        "stylize",
+        "--input",
+        clip,
+        "--realtime",
+        "--model",
+        model,
+        "--output",
+        rec.to_str().unwrap(),
+        "--codec",
+        "no-such-encoder",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("--codec no-such-encoder"), "{err}");
+    assert!(!rec.exists());
+
     let out = stylestream(&["devices"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
