@@ -601,18 +601,17 @@ fn command_line_errors() {
 
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
-    let out = stylestream(&[
-        "stylize",
-        "--input",
-        clip,
-        "--realtime",
-        "--model",
-        model,
-        "--serve",
-        &port,
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    // Fails with exit status 1 and no panic; returns stderr.
+    let fails = |extra: &[&str]| -> String {
+        let mut args = vec!["stylize", "--input", clip, "--realtime", "--model", model];
+        args.extend_from_slice(extra);
+        let out = stylestream(&args);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+        err
+    };
+    let err = fails(&["--serve", &port]);
     assert!(err.contains("in use"), "{err}");
 
     if list_cameras().unwrap().is_empty() {
@@ -642,20 +641,12 @@ fn command_line_errors() {
     // A recording's encoder is chosen as a converted video's: an unknown
     // --codec is an error (it used to fall back to H.264 silently).
     let rec = dir.path().join("rec.mp4");
-    let out = stylestream(&[
-        "stylize",
-        "--input",
-        clip,
-        "--realtime",
-        "--model",
-        model,
+    let err = fails(&[
         "--output",
         rec.to_str().unwrap(),
         "--codec",
         "no-such-encoder",
     ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("--codec no-such-encoder"), "{err}");
     assert!(!rec.exists());
 
@@ -668,8 +659,29 @@ fn command_line_errors() {
     );
 }
 
-/// `--realtime` end to end through the command: a recording and the stream,
-/// stopped by --duration.
+/// Runs `COMMAND --input CLIP --realtime ARGS --output REC --duration 2
+/// --device cpu`, expects success and a recording of `size` (the frame's
+/// longer side) in `rec`; returns stderr.
+fn record_realtime(clip: &Path, command: &[&str], rec: &Path, size: u32) -> String {
+    let mut args = command.to_vec();
+    args.extend_from_slice(&["--input", clip.to_str().unwrap(), "--realtime"]);
+    let size_arg = size.to_string();
+    args.extend_from_slice(&["--size", &size_arg, "--output", rec.to_str().unwrap()]);
+    args.extend_from_slice(&["--duration", "2", "--device", "cpu"]);
+    let out = stylestream(&args);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("frames recorded"), "{err}");
+    assert!(rec.is_file());
+    let v = stylestream::video::VideoSource::open(rec).unwrap();
+    // friday.mp4 is 4:3.
+    assert_eq!((v.info().width, v.info().height), (size, size * 3 / 4));
+    err
+}
+
+/// `--realtime` end to end through the commands: a recording and the
+/// stream, stopped by --duration, for stylize, dream, and stylize with a
+/// dream pass.
 #[test]
 fn command_line_realtime_records() {
     let Some(clip) = common::shared_data("video/friday.mp4") else {
@@ -679,101 +691,35 @@ fn command_line_realtime_records() {
     let dir = tempfile::tempdir().unwrap();
     let model = random_model(dir.path());
     let rec = dir.path().join("live.mp4");
-    let out = stylestream(&[
-        "stylize",
-        "--input",
-        clip.to_str().unwrap(),
-        "--realtime",
-        "--model",
-        model.to_str().unwrap(),
-        "--size",
-        "160",
-        "--output",
-        rec.to_str().unwrap(),
-        "--serve",
-        "127.0.0.1:0",
-        "--duration",
-        "2",
-        "--device",
-        "cpu",
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
-    assert!(err.contains("frames recorded"), "{err}");
+    let model = model.to_str().unwrap();
+    let serve = ["stylize", "--model", model, "--serve", "127.0.0.1:0"];
+    let err = record_realtime(&clip, &serve, &rec, 160);
     assert!(err.contains("latency median"), "{err}");
-    assert!(rec.is_file());
-    let v = stylestream::video::VideoSource::open(&rec).unwrap();
-    assert_eq!((v.info().width, v.info().height), (160, 120));
-}
 
-/// `dream --realtime` goes through the same live path: a recording of the
-/// dreamed clip, stopped by --duration; and `stylize --dream --model` live.
-#[test]
-fn command_line_realtime_dream_records() {
-    let Some(clip) = common::shared_data("video/friday.mp4") else {
-        eprintln!("no shared clip; skipped");
-        return;
-    };
+    // `dream --realtime` goes through the same live path; so does
+    // `stylize --dream --model`, the dream first.
     let _ = common::vgg(); // fails clearly when the weights are missing
-    let dir = tempfile::tempdir().unwrap();
-    let rec = dir.path().join("dream.mp4");
-    let out = stylestream(&[
-        "dream",
-        "--input",
-        clip.to_str().unwrap(),
-        "--realtime",
-        "--size",
-        "96",
-        "--octaves",
-        "1",
-        "--steps",
-        "1",
-        "--layers",
-        "relu3_1",
-        "--output",
-        rec.to_str().unwrap(),
-        "--duration",
-        "3",
-        "--device",
-        "cpu",
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
+    let one_step = ["--octaves", "1", "--steps", "1", "--layers", "relu3_1"];
+    let mut dream = vec!["dream"];
+    dream.extend_from_slice(&one_step);
+    let err = record_realtime(&clip, &dream, &dir.path().join("dream.mp4"), 96);
     assert!(err.contains("dream pass"), "{err}");
-    assert!(err.contains("frames recorded"), "{err}");
-    let v = stylestream::video::VideoSource::open(&rec).unwrap();
-    assert_eq!((v.info().width, v.info().height), (96, 72));
 
-    let model = random_model(dir.path());
-    let rec = dir.path().join("chain.mkv");
-    let out = stylestream(&[
+    let chain = [
         "stylize",
-        "--input",
-        clip.to_str().unwrap(),
-        "--realtime",
         "--dream",
         "--model",
-        model.to_str().unwrap(),
-        "--size",
-        "96",
+        model,
         "--dream-octaves",
         "1",
         "--dream-steps",
         "1",
-        "--output",
-        rec.to_str().unwrap(),
-        "--duration",
-        "3",
-        "--device",
-        "cpu",
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
+    ];
+    let err = record_realtime(&clip, &chain, &dir.path().join("chain.mkv"), 96);
     // The dream pass is listed before the model: it runs first.
     let dream_at = err.find("dream pass").unwrap_or_else(|| panic!("{err}"));
     let model_at = err.find("model 1/1").unwrap_or_else(|| panic!("{err}"));
     assert!(dream_at < model_at, "{err}");
-    assert!(err.contains("frames recorded"), "{err}");
 
     // A still image with the live flags is refused, as for stylize.
     let out = stylestream(&[

@@ -717,24 +717,17 @@ fn bad_inputs_and_outputs_are_clear_errors_with_nothing_written() {
 #[test]
 fn unsupported_codecs_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let unknown = dir.path().join("fourcc.avi");
     // MPEG-4 video stored under a FourCC no decoder claims (-strict -1
     // lets the muxer write a tag it does not know).
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=64x48:rate=25",
-        "-t",
+    let unknown_codec = &["-c:v", "mpeg4", "-vtag", "ZZZZ", "-strict", "-1"];
+    let unknown = clip(
+        dir.path(),
+        "fourcc.avi",
+        "64x48",
         "0.2",
-        "-c:v",
-        "mpeg4",
-        "-vtag",
-        "ZZZZ",
-        "-strict",
-        "-1",
-        s(&unknown),
-    ]);
+        false,
+        unknown_codec,
+    );
     let good = clip(dir.path(), "good.mp4", "32x32", "0.2", false, H264);
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/starry_night_fast.safetensors");
     let stylize = |input: &Path, output: &Path, extra: &[&str]| -> String {

@@ -233,13 +233,8 @@ fn paint(effects: &mut [Box<dyn Effect + '_>], frame: &Tensor, args: &Args) -> R
 /// dream passes given before the first --model run before it, the others
 /// after it.
 fn run_live(args: &Args, steps: Vec<Step>, device: candle_core::Device) -> Result<()> {
-    let session = Session::open(
-        &args.input,
-        &args.output,
-        args.size,
-        &args.video,
-        &args.live,
-    )?;
+    let (input, outputs, size) = (&args.input, &args.output, args.size);
+    let session = Session::open(input, outputs, size, &args.video, &args.live)?;
     let vgg = load_vgg(args, &steps, &device)?;
     let (mut before, mut models, mut after) = (Vec::new(), Vec::new(), Vec::new());
     let mut title = "stylestream - dream".to_string();
