@@ -223,41 +223,19 @@ fn stylize_chains_dream_passes_in_command_line_order() {
     let by_hand_md = dream.apply(&net.apply(&photo).unwrap()).unwrap();
     let by_hand_dm = net.apply(&dream.apply(&photo).unwrap()).unwrap();
 
-    let max_diff = |a: &candle_core::Tensor, b: &candle_core::Tensor| -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    };
-    let mean_diff = |a: &candle_core::Tensor, b: &candle_core::Tensor| -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .mean_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    };
     // The PNGs hold 8-bit values: half a level of rounding, plus a little.
     let tol = 1.5 / 255.0;
-    let d = max_diff(&painted_then_dreamed, &by_hand_md);
+    let d = common::max_abs_diff(&painted_then_dreamed, &by_hand_md);
     assert!(
         d <= tol,
         "--model M --dream differs from dream(model(x)) by {d}"
     );
-    let d = max_diff(&dreamed_then_painted, &by_hand_dm);
+    let d = common::max_abs_diff(&dreamed_then_painted, &by_hand_dm);
     assert!(
         d <= tol,
         "--dream --model M differs from model(dream(x)) by {d}"
     );
-    let d = mean_diff(&painted_then_dreamed, &dreamed_then_painted);
+    let d = common::mean_abs_diff(&painted_then_dreamed, &dreamed_then_painted);
     assert!(
         d > 0.02,
         "the two orders give nearly the same picture ({d})"
@@ -297,6 +275,17 @@ fn bad_input_is_a_clear_error_with_no_output() {
         &out,
         "notes.png",
     );
+    // --preset is the encoder's speed; the dream's is --dream-preset.
+    let dream_preset = [
+        "dream",
+        "--input",
+        s(&input),
+        "--output",
+        s(&out),
+        "--preset",
+        "deep",
+    ];
+    assert_fails(&dream_preset, &out, "--dream-preset deep");
     assert_fails(
         &[
             "dream",

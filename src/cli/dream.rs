@@ -89,6 +89,13 @@ fn single_output(outputs: &[PathBuf]) -> Result<&Path> {
 
 pub fn run(args: Args) -> Result<()> {
     args.settings().stream()?; // checks --carry
+                               // `--preset` was the dream's preset before it was the encoder's; the
+                               // dream-only names cannot be encoder speeds (medium is both).
+    if let Some(p) = args.video.preset.as_deref() {
+        if p != "medium" && DreamConfig::preset(p).is_some() {
+            bail!("--preset sets the video encoder's speed; for the dream's preset, use --dream-preset {p}");
+        }
+    }
     if args.live.is_live(&args.input) {
         return run_live(args);
     }
@@ -96,11 +103,6 @@ pub fn run(args: Args) -> Result<()> {
     let output = single_output(&args.output)?.to_path_buf();
     if is_video_job(&args.input, &output) {
         return run_on_video(args, &output);
-    }
-    if let Some(p) = args.video.preset.as_deref() {
-        if DreamConfig::preset(p).is_some() {
-            bail!("--preset sets a video encoder's speed; for the dream's preset, use --dream-preset {p}");
-        }
     }
     args.video.warn_if_image("dream");
     image_io::check_output_path(&output, &[&args.input])?;
@@ -163,13 +165,8 @@ fn run_on_video(args: Args, output: &Path) -> Result<()> {
 /// `dream` live (webcam, --realtime): stylize's live path with a dream
 /// pass and no model; the D key turns the dream off and on.
 fn run_live(args: Args) -> Result<()> {
-    let session = Session::open(
-        &args.input,
-        &args.output,
-        args.size,
-        &args.video,
-        &args.live,
-    )?;
+    let (input, outputs, size) = (&args.input, &args.output, args.size);
+    let session = Session::open(input, outputs, size, &args.video, &args.live)?;
     let (device, vgg) = args.compute.open()?;
     let pass = args.settings().pass(&vgg, "video", true)?;
     eprintln!(
