@@ -48,6 +48,18 @@ fn help_teaches_every_command() {
     }
     let out = stylestream(&["dream", "--help"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("--octave-scale"));
+    let out = stylestream(&["stylize", "--help"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--model starry_night_fast --dream",
+        "--dream-preset",
+        "--dream-carry",
+    ] {
+        assert!(
+            text.contains(flag),
+            "stylize --help does not mention {flag}"
+        );
+    }
     let train = Command::new(env!("CARGO_BIN_EXE_stylestream-train"))
         .arg("--help")
         .output()
