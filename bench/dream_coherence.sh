@@ -21,7 +21,7 @@ ffmpeg -v error -i "$OUT/clip.mp4" "$OUT/input/frame_%06d.png"
 for carry in 0 "$CARRY"; do
   mkdir -p "$OUT/carry_$carry"
   /usr/bin/time -f "carry $carry: %e s" target/release/stylestream dream --input "$OUT/clip.mp4" \
-    --output "$OUT/carry_$carry/" --preset video --carry "$carry" 2>&1 | tail -2
+    --output "$OUT/carry_$carry/" --dream-preset video --carry "$carry" 2>&1 | tail -2
 done
 python3 - "$OUT" "$CARRY" <<'PY'
 import sys, zlib, struct, glob

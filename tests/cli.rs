@@ -48,6 +48,18 @@ fn help_teaches_every_command() {
     }
     let out = stylestream(&["dream", "--help"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("--octave-scale"));
+    let out = stylestream(&["stylize", "--help"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--model starry_night_fast --dream",
+        "--dream-preset",
+        "--dream-carry",
+    ] {
+        assert!(
+            text.contains(flag),
+            "stylize --help does not mention {flag}"
+        );
+    }
     let train = Command::new(env!("CARGO_BIN_EXE_stylestream-train"))
         .arg("--help")
         .output()
@@ -163,6 +175,85 @@ fn dream_and_features_write_their_outputs() {
     assert_eq!(t["relu4_2"].dims(), &[1, 512, 7, 10]);
 }
 
+/// `stylize --model M --dream` paints, then dreams; `--dream --model M`
+/// dreams, then paints: each order equals the two effects applied one
+/// after the other by hand, and the two differ.
+#[test]
+fn stylize_chains_dream_passes_in_command_line_order() {
+    use stylestream::effects::dream::{Dream, DreamConfig};
+    use stylestream::effects::style_net::StyleNet;
+    use stylestream::effects::Effect;
+
+    let vgg = common::vgg();
+    let dir = tempfile::tempdir().unwrap();
+    let input = photo(dir.path(), "photo.png", 48, 64);
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/starry_night_fast.safetensors");
+    let settings = [
+        "--dream-layers",
+        "relu3_1",
+        "--dream-octaves",
+        "1",
+        "--dream-steps",
+        "3",
+        "--dream-step-size",
+        "12",
+        "--dream-jitter",
+        "0",
+        "--dream-seed",
+        "7",
+        "--size",
+        "64",
+        "--device",
+        "cpu",
+    ];
+    let run = |order: &[&str], name: &str| -> candle_core::Tensor {
+        let output = dir.path().join(name);
+        let mut args = vec!["stylize", "--input", s(&input), "--output", s(&output)];
+        args.extend_from_slice(&settings);
+        args.extend_from_slice(order);
+        let out = stylestream(&args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        common::load(&output, 64)
+    };
+    let m = s(&model);
+    let painted_then_dreamed = run(&["--model", m, "--dream"], "model-dream.png");
+    let dreamed_then_painted = run(&["--dream", "--model", m], "dream-model.png");
+
+    // The same by hand, from the same 64-pixel tensor.
+    let photo = common::load(&input, 64);
+    let mut net = StyleNet::load(&model, &candle_core::Device::Cpu).unwrap();
+    let config = DreamConfig {
+        layers: vec!["relu3_1".parse().unwrap()],
+        octaves: 1,
+        steps: 3,
+        step_size: 12.0,
+        jitter: 0,
+        seed: 7,
+        ..DreamConfig::preset("medium").unwrap()
+    };
+    let mut dream = Dream::new(&vgg, config).unwrap();
+    let by_hand_md = dream.apply(&net.apply(&photo).unwrap()).unwrap();
+    let by_hand_dm = net.apply(&dream.apply(&photo).unwrap()).unwrap();
+
+    // The PNGs hold 8-bit values: half a level of rounding, plus a little.
+    let tol = 1.5 / 255.0;
+    let d = common::max_abs_diff(&painted_then_dreamed, &by_hand_md);
+    assert!(
+        d <= tol,
+        "--model M --dream differs from dream(model(x)) by {d}"
+    );
+    let d = common::max_abs_diff(&dreamed_then_painted, &by_hand_dm);
+    assert!(
+        d <= tol,
+        "--dream --model M differs from model(dream(x)) by {d}"
+    );
+    let d = common::mean_abs_diff(&painted_then_dreamed, &dreamed_then_painted);
+    assert!(
+        d > 0.02,
+        "the two orders give nearly the same picture ({d})"
+    );
+}
+
 /// Runs a command expected to fail and checks the message and that no
 /// output file appeared.
 fn assert_fails(args: &[&str], output: &Path, expect: &str) {
@@ -196,6 +287,17 @@ fn bad_input_is_a_clear_error_with_no_output() {
         &out,
         "notes.png",
     );
+    // --preset is the encoder's speed; the dream's is --dream-preset.
+    let dream_preset = [
+        "dream",
+        "--input",
+        s(&input),
+        "--output",
+        s(&out),
+        "--preset",
+        "deep",
+    ];
+    assert_fails(&dream_preset, &out, "--dream-preset deep");
     assert_fails(
         &[
             "dream",

@@ -2,6 +2,8 @@
 
 mod common;
 
+use common::mean_abs_diff;
+
 use candle_core::Tensor;
 use stylestream::effects::dream::{mean_activations, Dream, DreamConfig};
 use stylestream::effects::gatys::{Gatys, GatysConfig};
@@ -221,17 +223,6 @@ fn small_dream(vgg: &stylestream::vgg::Vgg19, seed: u64) -> Dream<'_> {
         ..DreamConfig::default()
     };
     Dream::new(vgg, config).unwrap()
-}
-
-fn mean_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .mean_all()
-        .unwrap()
-        .to_scalar()
-        .unwrap()
 }
 
 /// On a static scene, carrying the dream keeps consecutive outputs closer

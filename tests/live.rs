@@ -601,18 +601,17 @@ fn command_line_errors() {
 
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
-    let out = stylestream(&[
-        "stylize",
-        "--input",
-        clip,
-        "--realtime",
-        "--model",
-        model,
-        "--serve",
-        &port,
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    // Fails with exit status 1 and no panic; returns stderr.
+    let fails = |extra: &[&str]| -> String {
+        let mut args = vec!["stylize", "--input", clip, "--realtime", "--model", model];
+        args.extend_from_slice(extra);
+        let out = stylestream(&args);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+        err
+    };
+    let err = fails(&["--serve", &port]);
     assert!(err.contains("in use"), "{err}");
 
     if list_cameras().unwrap().is_empty() {
@@ -639,6 +638,18 @@ fn command_line_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("only apply to the live filter"), "{err}");
 
+    // A recording's encoder is chosen as a converted video's: an unknown
+    // --codec is an error (it used to fall back to H.264 silently).
+    let rec = dir.path().join("rec.mp4");
+    let err = fails(&[
+        "--output",
+        rec.to_str().unwrap(),
+        "--codec",
+        "no-such-encoder",
+    ]);
+    assert!(err.contains("--codec no-such-encoder"), "{err}");
+    assert!(!rec.exists());
+
     let out = stylestream(&["devices"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
@@ -648,8 +659,29 @@ fn command_line_errors() {
     );
 }
 
-/// `--realtime` end to end through the command: a recording and the stream,
-/// stopped by --duration.
+/// Runs `COMMAND --input CLIP --realtime ARGS --output REC --duration 2
+/// --device cpu`, expects success and a recording of `size` (the frame's
+/// longer side) in `rec`; returns stderr.
+fn record_realtime(clip: &Path, command: &[&str], rec: &Path, size: u32) -> String {
+    let mut args = command.to_vec();
+    args.extend_from_slice(&["--input", clip.to_str().unwrap(), "--realtime"]);
+    let size_arg = size.to_string();
+    args.extend_from_slice(&["--size", &size_arg, "--output", rec.to_str().unwrap()]);
+    args.extend_from_slice(&["--duration", "2", "--device", "cpu"]);
+    let out = stylestream(&args);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("frames recorded"), "{err}");
+    assert!(rec.is_file());
+    let v = stylestream::video::VideoSource::open(rec).unwrap();
+    // friday.mp4 is 4:3.
+    assert_eq!((v.info().width, v.info().height), (size, size * 3 / 4));
+    err
+}
+
+/// `--realtime` end to end through the commands: a recording and the
+/// stream, stopped by --duration, for stylize, dream, and stylize with a
+/// dream pass.
 #[test]
 fn command_line_realtime_records() {
     let Some(clip) = common::shared_data("video/friday.mp4") else {
@@ -659,31 +691,42 @@ fn command_line_realtime_records() {
     let dir = tempfile::tempdir().unwrap();
     let model = random_model(dir.path());
     let rec = dir.path().join("live.mp4");
-    let out = stylestream(&[
+    let model = model.to_str().unwrap();
+    let serve = ["stylize", "--model", model, "--serve", "127.0.0.1:0"];
+    let err = record_realtime(&clip, &serve, &rec, 160);
+    assert!(err.contains("latency median"), "{err}");
+
+    // `dream --realtime` goes through the same live path; so does
+    // `stylize --dream --model`, the dream first.
+    let _ = common::vgg(); // fails clearly when the weights are missing
+    let one_step = ["--octaves", "1", "--steps", "1", "--layers", "relu3_1"];
+    let mut dream = vec!["dream"];
+    dream.extend_from_slice(&one_step);
+    let err = record_realtime(&clip, &dream, &dir.path().join("dream.mp4"), 96);
+    assert!(err.contains("dream pass"), "{err}");
+
+    let chain = [
         "stylize",
-        "--input",
-        clip.to_str().unwrap(),
-        "--realtime",
+        "--dream",
         "--model",
-        model.to_str().unwrap(),
-        "--size",
-        "160",
-        "--output",
-        rec.to_str().unwrap(),
-        "--serve",
-        "127.0.0.1:0",
-        "--duration",
-        "2",
-        "--device",
-        "cpu",
+        model,
+        "--dream-octaves",
+        "1",
+        "--dream-steps",
+        "1",
+    ];
+    let err = record_realtime(&clip, &chain, &dir.path().join("chain.mkv"), 96);
+    // The dream pass is listed before the model: it runs first.
+    let dream_at = err.find("dream pass").unwrap_or_else(|| panic!("{err}"));
+    let model_at = err.find("model 1/1").unwrap_or_else(|| panic!("{err}"));
+    assert!(dream_at < model_at, "{err}");
+
+    // A still image with the live flags is refused, as for stylize.
+    let out = stylestream(&[
+        "dream", "--input", "a.png", "--output", "b.png", "--serve", "8080",
     ]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
-    assert!(err.contains("frames recorded"), "{err}");
-    assert!(err.contains("latency median"), "{err}");
-    assert!(rec.is_file());
-    let v = stylestream::video::VideoSource::open(&rec).unwrap();
-    assert_eq!((v.info().width, v.info().height), (160, 120));
+    assert!(err.contains("only apply to the live filter"), "{err}");
 }
 
 /// The preview window on a virtual X server, when Xvfb is installed

@@ -710,6 +710,68 @@ fn bad_inputs_and_outputs_are_clear_errors_with_nothing_written() {
     );
 }
 
+/// Through the binary: an input whose video codec FFmpeg cannot decode
+/// (an AVI with an unknown FourCC) and output codecs that do not exist or
+/// that the container refuses are one-line errors naming the file and the
+/// reason, exit status 1, no panic, nothing written.
+#[test]
+fn unsupported_codecs_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    // MPEG-4 video stored under a FourCC no decoder claims (-strict -1
+    // lets the muxer write a tag it does not know).
+    let unknown_codec = &["-c:v", "mpeg4", "-vtag", "ZZZZ", "-strict", "-1"];
+    let unknown = clip(
+        dir.path(),
+        "fourcc.avi",
+        "64x48",
+        "0.2",
+        false,
+        unknown_codec,
+    );
+    let good = clip(dir.path(), "good.mp4", "32x32", "0.2", false, H264);
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/starry_night_fast.safetensors");
+    let stylize = |input: &Path, output: &Path, extra: &[&str]| -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_stylestream"))
+            .args(["stylize", "--input", s(input), "--output", s(output)])
+            .args(["--model", s(&model), "--device", "cpu"])
+            .args(extra)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(!output.exists(), "{} was written", output.display());
+        err
+    };
+
+    let err = stylize(&unknown, &dir.path().join("out.mp4"), &[]);
+    assert!(
+        err.contains("fourcc.avi")
+            && err.contains("codec is not supported")
+            && err.contains("ZZZZ"),
+        "{err}"
+    );
+
+    let out = dir.path().join("out.mp4");
+    let err = stylize(&good, &out, &["--codec", "no-such-encoder"]);
+    assert!(
+        err.contains("--codec no-such-encoder") && err.contains("no encoder"),
+        "{err}"
+    );
+    let err = stylize(&good, &out, &["--codec", "aac"]);
+    assert!(err.contains("not a video encoder"), "{err}");
+    let err = stylize(&good, &dir.path().join("out.webm"), &["--codec", "libx264"]);
+    assert!(
+        err.contains("webm") && err.contains("cannot hold h264"),
+        "{err}"
+    );
+    assert!(
+        hidden_files(dir.path()).is_empty(),
+        "{:?}",
+        hidden_files(dir.path())
+    );
+}
+
 #[test]
 fn an_effect_error_or_cancel_leaves_no_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -883,6 +945,42 @@ fn dream_command_on_a_video() {
         err.contains("missing.mp4") && !err.contains("panicked"),
         "{err}"
     );
+}
+
+/// The binary: `stylize --model M --dream` on a clip paints then dreams
+/// every frame (carried from frame to frame) and keeps the frame count and
+/// audio.
+#[test]
+fn stylize_with_a_dream_pass_on_a_video() {
+    let _ = common::vgg(); // fails clearly when the weights are missing
+    let dir = tempfile::tempdir().unwrap();
+    let input = clip(dir.path(), "in.mp4", "80x48", "0.4", true, H264);
+    let output = dir.path().join("painted-dream.mp4");
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/starry_night_fast.safetensors");
+    let out = Command::new(env!("CARGO_BIN_EXE_stylestream"))
+        .args(["stylize", "--input", s(&input), "--output", s(&output)])
+        .args(["--model", s(&model), "--dream"])
+        .args(["--dream-steps", "1", "--dream-octaves", "1"])
+        .args([
+            "--dream-layers",
+            "relu3_1",
+            "--size",
+            "64",
+            "--device",
+            "cpu",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("10 frames"), "{err}");
+    assert!(
+        err.contains("starry_night_fast") && err.contains("carry"),
+        "{err}"
+    );
+    assert_eq!(frame_times(&output).len(), 10);
+    assert_eq!(video_geometry(&output), (64, 38, 0));
+    assert_eq!(audio_packets(&input), audio_packets(&output));
 }
 
 #[test]

@@ -1,16 +1,16 @@
 //! `stylestream dream`: multi-octave DeepDream on a still image or a video.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use stylestream::effects::dream::{mean_activations, Dream, DreamConfig, PRESETS};
-use stylestream::effects::dream_stream::{DreamStream, StreamConfig};
-use stylestream::effects::Effect;
+use stylestream::effects::dream::{mean_activations, Dream, DreamConfig};
 use stylestream::image_io;
-use stylestream::vgg::parse_layer_list;
+use stylestream::live::LiveChain;
 
 use super::common::{load_for_effect, parse_size, progress_bar, save_result, ComputeArgs};
+use super::dream_args::{Bare, DreamArgs};
+use super::live::{LiveArgs, Session};
 use super::video_args::{is_video_job, run_video, VideoArgs};
 
 /// Amplify what VGG19 sees in an image (DeepDream).
@@ -25,138 +25,88 @@ use super::video_args::{is_video_job, run_video, VideoArgs};
 /// same frames, timing and audio; each frame starts from what the previous
 /// one dreamed (--carry), so the patterns stay put instead of boiling.
 ///
+/// Live: `--input webcam` (or webcam:N), or any video with --realtime, is
+/// dreamed as it comes, to the same outputs as `stylestream stylize`'s
+/// live filter (a window by default, --serve, v4l2:/dev/videoN, a
+/// recording); use small sizes and few steps on a CPU. To dream on a
+/// style network's painting, or paint a dream, chain them with
+/// `stylestream stylize --model NAME --dream`.
+///
 /// Examples:
 ///   stylestream dream --input photo.jpg --output dream.png
 ///   stylestream dream --input photo.jpg --output fur.png --layers relu4_1 --channels 12,40
 ///   stylestream dream --input clip.mp4 --output dream.mp4 --size 480 --octaves 2 --steps 4
 ///   stylestream dream --input clip.mp4 --output - --size 320 | ffplay -
+///   stylestream dream --input webcam --size 320 --dream-preset video --steps 2
+///   stylestream dream --input clip.mp4 --realtime --size 320 --output live.mp4 --duration 10
 #[derive(clap::Args, Debug)]
+#[command(verbatim_doc_comment)]
 pub struct Args {
-    /// The image or video to dream on (a video file, URL or device).
-    #[arg(long, short, value_name = "IMAGE|VIDEO")]
+    /// The image or video to dream on (a video file, URL or device), or
+    /// webcam[:N] (live).
+    #[arg(long, short, value_name = "IMAGE|VIDEO|webcam")]
     input: PathBuf,
 
     /// Where to write the result: an image (.png, .jpg, .webp, .bmp); for a
     /// video, a video file (.mp4, .webm, .mkv, .mov, .avi), a folder (an
     /// existing one, or a name ending in /) for numbered PNG frames, or -
-    /// for yuv4mpegpipe on stdout (`| ffplay -`).
+    /// for yuv4mpegpipe on stdout (`| ffplay -`). Live, it may be repeated:
+    /// window, v4l2:/dev/videoN, or a video file.
     #[arg(long, short, value_name = "IMAGE|VIDEO|DIR|-")]
-    output: PathBuf,
-
-    /// A named set of the settings below: light, medium (the default),
-    /// deep, or video (light per frame, for --carry). Flags given
-    /// explicitly override the preset's values.
-    #[arg(long, visible_alias = "dream-preset", default_value = "medium", value_parser = parse_preset)]
-    preset: String,
-
-    /// Layers to amplify, comma separated (conv/relu/pool names) [preset
-    /// medium: relu4_2].
-    #[arg(long)]
-    layers: Option<String>,
-
-    /// Amplify only these channels of the layers (comma separated numbers)
-    /// instead of the whole layer: each channel is one "thing" the network sees.
-    #[arg(long, value_delimiter = ',')]
-    channels: Vec<usize>,
-
-    /// Number of scales to dream at [medium: 4].
-    #[arg(long)]
-    octaves: Option<usize>,
-
-    /// Size ratio between consecutive octaves [medium: 1.4].
-    #[arg(long)]
-    octave_scale: Option<f64>,
-
-    /// Gradient-ascent steps per octave [medium: 10].
-    #[arg(long)]
-    steps: Option<usize>,
-
-    /// Step length in pixel levels (0..255) after gradient normalisation
-    /// [medium: 1.5].
-    #[arg(long)]
-    step_size: Option<f64>,
-
-    /// Largest random shift in pixels before each step (0 disables jitter)
-    /// [medium: 32].
-    #[arg(long)]
-    jitter: Option<usize>,
-
-    /// Seed for the jitter.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-
-    /// Compute each step's gradient in tiles of at most this many pixels a
-    /// side, so that large images fit in memory (0: never tile).
-    #[arg(long, default_value_t = DreamConfig::default().tile_size, value_name = "PIXELS")]
-    tile_size: usize,
+    output: Vec<PathBuf>,
 
     /// Longer side to dream at, in pixels (default: the image's own size).
     #[arg(long, value_name = "PIXELS", value_parser = parse_size)]
     size: Option<u32>,
 
-    /// Video only: how much of the previous frame's dream carries into the
-    /// next (0: dream every frame afresh, which flickers; 0.9: patterns
-    /// persist strongly). Carried frames take fewer steps; scene cuts reset.
-    #[arg(long, visible_alias = "dream-carry", default_value_t = StreamConfig::default().carry, value_name = "0..1")]
-    carry: f64,
-
-    /// Video only: mean change between consecutive frames (0..1 pixel
-    /// values) above which a frame is a scene cut that resets the carry.
-    #[arg(long, default_value_t = StreamConfig::default().cut_threshold, value_name = "0..1")]
-    cut_threshold: f64,
+    #[command(flatten)]
+    dream: Bare,
 
     #[command(flatten)]
     video: VideoArgs,
 
     #[command(flatten)]
     compute: ComputeArgs,
+
+    #[command(flatten)]
+    live: LiveArgs,
 }
 
-/// Checks `--preset` against the known names.
-fn parse_preset(s: &str) -> Result<String> {
-    match DreamConfig::preset(s) {
-        Some(_) => Ok(s.to_string()),
-        None => bail!(
-            "unknown preset '{s}'; choose one of: {}",
-            PRESETS
-                .iter()
-                .map(|(n, d)| format!("{n} ({d})"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+impl Args {
+    fn settings(&self) -> &DreamArgs {
+        &self.dream.0
     }
 }
 
-/// The preset's settings with the explicitly given flags on top.
-fn dream_config(args: &Args) -> Result<DreamConfig> {
-    let mut c = DreamConfig::preset(&args.preset).expect("checked by parse_preset");
-    if let Some(l) = &args.layers {
-        c.layers = parse_layer_list(l)?;
+/// The one output of a still image or video job.
+fn single_output(outputs: &[PathBuf]) -> Result<&Path> {
+    match outputs {
+        [one] => Ok(one),
+        [] => bail!("--output is required (the image or video to write)"),
+        _ => bail!("one --output only (several are for live input: webcam or --realtime)"),
     }
-    c.channels = args.channels.clone();
-    c.octaves = args.octaves.unwrap_or(c.octaves);
-    c.octave_scale = args.octave_scale.unwrap_or(c.octave_scale);
-    c.steps = args.steps.unwrap_or(c.steps);
-    c.step_size = args.step_size.unwrap_or(c.step_size);
-    c.jitter = args.jitter.unwrap_or(c.jitter);
-    c.seed = args.seed;
-    c.tile_size = args.tile_size;
-    Ok(c)
 }
 
 pub fn run(args: Args) -> Result<()> {
-    if !(0.0..1.0).contains(&args.carry) {
-        bail!(
-            "--carry {} is out of range: use 0 (no carry) up to, not including, 1",
-            args.carry
-        );
+    args.settings().stream()?; // checks --carry
+                               // `--preset` was the dream's preset before it was the encoder's; the
+                               // dream-only names cannot be encoder speeds (medium is both).
+    if let Some(p) = args.video.preset.as_deref() {
+        if p != "medium" && DreamConfig::preset(p).is_some() {
+            bail!("--preset sets the video encoder's speed; for the dream's preset, use --dream-preset {p}");
+        }
     }
-    if is_video_job(&args.input, &args.output) {
-        return run_on_video(args);
+    if args.live.is_live(&args.input) {
+        return run_live(args);
+    }
+    args.live.check_not_given()?;
+    let output = single_output(&args.output)?.to_path_buf();
+    if is_video_job(&args.input, &output) {
+        return run_on_video(args, &output);
     }
     args.video.warn_if_image("dream");
-    image_io::check_output_path(&args.output, &[&args.input])?;
-    let config = dream_config(&args)?;
+    image_io::check_output_path(&output, &[&args.input])?;
+    let config = args.settings().config("medium")?;
     let layers = config.layers.clone();
     let (device, vgg) = args.compute.open()?;
     let input = load_for_effect(&args.input, args.size, &device)?;
@@ -185,7 +135,7 @@ pub fn run(args: Args) -> Result<()> {
     if s < 1.0 {
         dreamed = ((dreamed * s)? + (&input.tensor * (1.0 - s))?)?;
     }
-    save_result(&dreamed, input.alpha.as_ref(), &args.output)?;
+    save_result(&dreamed, input.alpha.as_ref(), &output)?;
     let before = mean_activations(&vgg, &input.tensor, &layers)?;
     let after = mean_activations(&vgg, &dreamed, &layers)?;
     for ((layer, b), a) in layers.iter().zip(before).zip(after) {
@@ -195,31 +145,42 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     eprintln!("dream: done in {:.1}s", started.elapsed().as_secs_f64());
-    println!("{}", args.output.display());
+    println!("{}", output.display());
     Ok(())
 }
 
-/// `dream` on a video: a [`DreamStream`] (or a plain [`Dream`] with
+/// `dream` on a video: a carried dream pass (a plain [`Dream`] with
 /// `--carry 0`) through the video pipeline.
-fn run_on_video(args: Args) -> Result<()> {
+fn run_on_video(args: Args, output: &Path) -> Result<()> {
     // Path mistakes before the VGG19 weights load.
-    stylestream::video::check_paths(&args.input, &args.output)?;
-    let config = dream_config(&args)?;
+    stylestream::video::check_paths(&args.input, output)?;
     let (device, vgg) = args.compute.open()?;
-    let dream = Dream::new(&vgg, config)?;
-    let effect: Box<dyn Effect + '_> = if args.carry > 0.0 {
-        Box::new(DreamStream::new(
-            dream,
-            StreamConfig {
-                carry: args.carry,
-                cut_threshold: args.cut_threshold,
-            },
-        ))
-    } else {
-        Box::new(dream)
-    };
+    let effect = args.settings().pass(&vgg, "medium", true)?;
     eprintln!("dream: on {}", stylestream::device::describe(&device));
     let options = args.video.options(args.size, device);
     let mut effects = [effect];
-    run_video("dream", &args.input, &args.output, &options, &mut effects)
+    run_video("dream", &args.input, output, &options, &mut effects)
+}
+
+/// `dream` live (webcam, --realtime): stylize's live path with a dream
+/// pass and no model; the D key turns the dream off and on.
+fn run_live(args: Args) -> Result<()> {
+    let (input, outputs, size) = (&args.input, &args.output, args.size);
+    let session = Session::open(input, outputs, size, &args.video, &args.live)?;
+    let (device, vgg) = args.compute.open()?;
+    let pass = args.settings().pass(&vgg, "video", true)?;
+    eprintln!(
+        "dream: {} on {}",
+        pass.describe(),
+        stylestream::device::describe(&device)
+    );
+    let mut chain = LiveChain::new(Vec::new(), Some(pass), false);
+    session.run(
+        &mut chain,
+        "stylestream - dream",
+        device,
+        true,
+        &args.video,
+        &args.live,
+    )
 }

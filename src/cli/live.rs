@@ -1,23 +1,19 @@
-//! The live path of `stylestream stylize`: `--input webcam[:N]`, or any
-//! video with `--realtime`, painted as it comes, to a window, a browser
-//! (`--serve`), a virtual camera (`--output v4l2:/dev/videoN`) and/or a
-//! recording (`--output FILE.mp4`).
+//! The live path of `stylestream stylize` and `stylestream dream`:
+//! `--input webcam[:N]`, or any video with `--realtime`, painted as it
+//! comes, to a window, a browser (`--serve`), a virtual camera (`--output
+//! v4l2:/dev/videoN`) and/or a recording (`--output FILE.mp4`).
 //!
 //! This module turns the flags into the library's pieces
 //! ([`stylestream::live`]): it checks everything that can fail before the
-//! camera starts (display, port, output paths), opens the source, builds
-//! the model chain (with a DeepDream pass for `--dream`) and runs the
-//! pipeline, printing its log and summary.
+//! camera starts (display, port, output paths), opens the source and the
+//! outputs ([`Session::open`]), then runs the pipeline with the chain the
+//! command built ([`Session::run`]), printing its log and summary.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Result};
 use candle_core::Device;
-use stylestream::effects::dream::{Dream, DreamConfig};
-use stylestream::effects::dream_stream::{DreamStream, StreamConfig};
-use stylestream::effects::style_net::StyleNet;
-use stylestream::effects::Effect;
 use stylestream::live::camera::{parse_webcam, CameraRequest, CameraSource};
 use stylestream::live::http::{parse_serve_addr, HttpSink};
 use stylestream::live::record::{RecordSink, Recorder};
@@ -26,7 +22,6 @@ use stylestream::live::{
     run_live, ControlState, Foreground, FrameSource, LiveChain, LiveConfig, LiveSink, RealtimeFile,
     KEY_HELP,
 };
-use stylestream::vgg::{weights::resolve_vgg_path, Pooling, Vgg19};
 use stylestream::video::{self, EncodeOptions};
 
 use super::video_args::VideoArgs;
@@ -59,15 +54,6 @@ pub struct LiveArgs {
     /// browser source. Binds to localhost unless another host is given.
     #[arg(long, value_name = "ADDR")]
     pub serve: Option<String>,
-
-    /// Add a DeepDream pass after the model (the `video` preset, carried
-    /// from frame to frame); the D key turns it on and off. Slow on a CPU.
-    #[arg(long)]
-    pub dream: bool,
-
-    /// VGG19 weights for --dream (default as for `stylestream dream`).
-    #[arg(long, value_name = "PATH")]
-    pub vgg: Option<PathBuf>,
 
     /// Start with the split screen: original | stylized (key V).
     #[arg(long)]
@@ -118,7 +104,6 @@ impl LiveArgs {
             (self.camera_size.is_some(), "--camera-size"),
             (self.camera_fps.is_some(), "--camera-fps"),
             (self.serve.is_some(), "--serve"),
-            (self.dream, "--dream"),
             (self.split, "--split"),
             (self.duration.is_some(), "--duration"),
         ]
@@ -168,140 +153,150 @@ fn parse_outputs(outputs: &[PathBuf], serve: bool) -> Result<Outputs> {
     Ok(o)
 }
 
-/// Runs the live filter.
-#[allow(clippy::too_many_arguments)]
-pub fn run(
-    input: &Path,
-    outputs: &[PathBuf],
-    nets: Vec<StyleNet>,
-    preserve_color: bool,
-    size: Option<u32>,
-    device: Device,
-    video_args: &VideoArgs,
-    args: &LiveArgs,
-) -> Result<()> {
-    let outs = parse_outputs(outputs, args.serve.is_some())?;
-    // Everything that can fail without the camera, first.
-    if outs.window {
-        check_display()?;
-    }
-    let mut sinks: Vec<Box<dyn LiveSink>> = Vec::new();
-    let mut serve_url = None;
-    if let Some(addr) = &args.serve {
-        let http = HttpSink::bind(parse_serve_addr(addr)?)?;
-        serve_url = Some(http.url());
-        sinks.push(Box::new(http));
-    }
-    for f in &outs.files {
-        stylestream::image_io::check_output_file(f, &[input])?;
-    }
+/// A live session whose source and outputs are open, waiting for its
+/// effects: [`Session::open`] checks everything that can fail before the
+/// effects load (display, port, output paths, the camera), then
+/// [`Session::run`] paints. `stylize` and `dream` both come through here.
+pub struct Session {
+    outs: Outputs,
+    sinks: Vec<Box<dyn LiveSink>>,
+    serve_url: Option<String>,
+    source: Box<dyn FrameSource>,
+}
 
-    let name = input.to_string_lossy();
-    let source: Box<dyn FrameSource> = match parse_webcam(&name) {
-        Some(index) => {
-            if args.realtime || args.loop_input {
-                eprintln!("live: note: --realtime and --loop are for video files; a webcam is live already");
+impl Session {
+    /// Opens the source (`webcam[:N]`, or a file played in real time) at
+    /// `size` and the outputs.
+    pub fn open(
+        input: &Path,
+        outputs: &[PathBuf],
+        size: Option<u32>,
+        video_args: &VideoArgs,
+        args: &LiveArgs,
+    ) -> Result<Self> {
+        let outs = parse_outputs(outputs, args.serve.is_some())?;
+        // Everything that can fail without the camera, first.
+        if outs.window {
+            check_display()?;
+        }
+        let mut sinks: Vec<Box<dyn LiveSink>> = Vec::new();
+        let mut serve_url = None;
+        if let Some(addr) = &args.serve {
+            let http = HttpSink::bind(parse_serve_addr(addr)?)?;
+            serve_url = Some(http.url());
+            sinks.push(Box::new(http));
+        }
+        for f in &outs.files {
+            stylestream::image_io::check_output_file(f, &[input])?;
+        }
+
+        let name = input.to_string_lossy();
+        let source: Box<dyn FrameSource> = match parse_webcam(&name) {
+            Some(index) => {
+                if args.realtime || args.loop_input {
+                    eprintln!("live: note: --realtime and --loop are for video files; a webcam is live already");
+                }
+                let request = CameraRequest::new(index?, args.camera_size, args.camera_fps);
+                Box::new(CameraSource::open(request, size)?)
             }
-            let request = CameraRequest::new(index?, args.camera_size, args.camera_fps);
-            Box::new(CameraSource::open(request, size)?)
-        }
-        None => {
-            if args.camera_size.is_some() || args.camera_fps.is_some() {
-                eprintln!("live: note: --camera-size and --camera-fps only apply to a webcam");
+            None => {
+                if args.camera_size.is_some() || args.camera_fps.is_some() {
+                    eprintln!("live: note: --camera-size and --camera-fps only apply to a webcam");
+                }
+                Box::new(RealtimeFile::open(input, size)?.looping(args.loop_input))
             }
-            Box::new(RealtimeFile::open(input, size)?.looping(args.loop_input))
-        }
-    };
-    let (width, height) = source.size();
-    let fps = source.frame_rate();
+        };
+        let (width, height) = source.size();
+        let fps = source.frame_rate();
 
-    #[cfg(target_os = "linux")]
-    for dev in &outs.v4l2 {
-        sinks.push(Box::new(stylestream::live::v4l2out::V4l2Sink::open(
-            dev, width, height, fps,
-        )?));
-    }
-    #[cfg(not(target_os = "linux"))]
-    if let Some(dev) = outs.v4l2.first() {
-        bail!(
-            "--output v4l2:{}: virtual cameras need Linux (v4l2loopback)",
-            dev.display()
-        );
-    }
-    let encode = EncodeOptions {
-        codec: video_args.codec.clone(),
-        crf: video_args.crf,
-        preset: video_args.preset.clone(),
-    };
-    for f in &outs.files {
-        let rec = Recorder::create(f, width, height, fps, &encode)?;
-        sinks.push(Box::new(RecordSink::new(rec)));
+        #[cfg(target_os = "linux")]
+        for dev in &outs.v4l2 {
+            sinks.push(Box::new(stylestream::live::v4l2out::V4l2Sink::open(
+                dev, width, height, fps,
+            )?));
+        }
+        #[cfg(not(target_os = "linux"))]
+        if let Some(dev) = outs.v4l2.first() {
+            bail!(
+                "--output v4l2:{}: virtual cameras need Linux (v4l2loopback)",
+                dev.display()
+            );
+        }
+        let encode = EncodeOptions {
+            codec: video_args.codec.clone(),
+            crf: video_args.crf,
+            preset: video_args.preset.clone(),
+        };
+        for f in &outs.files {
+            let rec = Recorder::create(f, width, height, fps, &encode)?;
+            sinks.push(Box::new(RecordSink::new(rec)));
+        }
+        Ok(Self {
+            outs,
+            sinks,
+            serve_url,
+            source,
+        })
     }
 
-    // The dream pass borrows VGG19, which must outlive the chain.
-    let vgg = if args.dream {
-        let path = resolve_vgg_path(args.vgg.as_deref());
-        Some(Vgg19::load(&path, &device, Pooling::Max)?)
-    } else {
-        None
-    };
-    let dream: Option<Box<dyn Effect + '_>> = match &vgg {
-        Some(vgg) => {
-            let config = DreamConfig::preset("video")
-                .ok_or_else(|| anyhow::anyhow!("internal: no video dream preset"))?;
-            let d = Dream::new(vgg, config)?;
-            Some(Box::new(DreamStream::new(d, StreamConfig::default())))
+    /// Paints with `chain` until the source ends, the window closes,
+    /// --duration passes or Ctrl-C; `dream` starts with the chain's dream
+    /// passes on (the D key toggles them).
+    pub fn run(
+        self,
+        chain: &mut LiveChain<'_>,
+        title: &str,
+        device: Device,
+        dream: bool,
+        video_args: &VideoArgs,
+        args: &LiveArgs,
+    ) -> Result<()> {
+        let Session {
+            outs,
+            sinks,
+            serve_url,
+            source,
+        } = self;
+        let (width, height) = source.size();
+        let mut window = if outs.window {
+            Some(PreviewWindow::open(title, width, height)?)
+        } else {
+            None
+        };
+        if let Some(url) = &serve_url {
+            eprintln!("live: streaming at {url} (MJPEG: {url}stream.mjpg)");
         }
-        None => None,
-    };
-    let title = nets
-        .first()
-        .map(|n| format!("stylestream - {}", n.describe()))
-        .unwrap_or_else(|| "stylestream".into());
-    let models: Vec<Box<dyn Effect>> = nets
-        .into_iter()
-        .map(|n| Box::new(n) as Box<dyn Effect>)
-        .collect();
-    let mut chain = LiveChain::new(models, dream, preserve_color);
-
-    let mut window = if outs.window {
-        Some(PreviewWindow::open(&title, width, height)?)
-    } else {
-        None
-    };
-    if let Some(url) = &serve_url {
-        eprintln!("live: streaming at {url} (MJPEG: {url}stream.mjpg)");
-    }
-    if window.is_some() {
-        eprintln!("live: {KEY_HELP}");
-    } else {
-        eprintln!("live: Ctrl-C stops");
-    }
-    let config = LiveConfig {
-        device,
-        initial: ControlState {
-            model: 0,
-            dream: args.dream,
-            split: args.split,
-            strength: video_args.strength,
-            overlay: !args.no_overlay,
-        },
-        stop: video::interrupt::flag(),
-        log_every: Some(Duration::from_secs(5)),
-        screenshot_dir: args.screenshot_dir.clone(),
-        duration: args.duration.map(Duration::from_secs_f64),
-    };
-    let foreground = window.as_mut().map(|w| w as &mut dyn Foreground);
-    let summary = run_live(source, &mut chain, sinks, foreground, &config)?;
-    for line in summary.lines() {
-        eprintln!("live: {line}");
-    }
-    for f in &outs.files {
-        if f.exists() {
-            println!("{}", f.display());
+        if window.is_some() {
+            eprintln!("live: {KEY_HELP}");
+        } else {
+            eprintln!("live: Ctrl-C stops");
         }
+        let config = LiveConfig {
+            device,
+            initial: ControlState {
+                model: 0,
+                dream,
+                split: args.split,
+                strength: video_args.strength,
+                overlay: !args.no_overlay,
+            },
+            stop: video::interrupt::flag(),
+            log_every: Some(Duration::from_secs(5)),
+            screenshot_dir: args.screenshot_dir.clone(),
+            duration: args.duration.map(Duration::from_secs_f64),
+        };
+        let foreground = window.as_mut().map(|w| w as &mut dyn Foreground);
+        let summary = run_live(source, chain, sinks, foreground, &config)?;
+        for line in summary.lines() {
+            eprintln!("live: {line}");
+        }
+        for f in &outs.files {
+            if f.exists() {
+                println!("{}", f.display());
+            }
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 #[cfg(test)]

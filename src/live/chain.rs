@@ -2,8 +2,9 @@
 //! it runs.
 //!
 //! Live, several `--model`s are alternatives to switch between with a key
-//! (chaining them would divide the frame rate), optionally followed by a
-//! DeepDream pass that can be toggled. The controls live in one small
+//! (chaining them would divide the frame rate), optionally preceded and/or
+//! followed by DeepDream passes (in command-line order) that one key turns
+//! on and off together. The controls live in one small
 //! shared state ([`Controls`]) that the window's thread writes and the
 //! effect thread reads once per frame, so a key press takes effect on the
 //! next frame without stopping anything.
@@ -39,7 +40,7 @@ V split original|stylized, Up/Down strength, O overlay, S screenshot, Q/Esc quit
 pub struct ControlState {
     /// Index of the model in use.
     pub model: usize,
-    /// Whether the dream pass runs (when one was loaded).
+    /// Whether the dream passes run (when any were loaded).
     pub dream: bool,
     /// Left half original, right half stylized.
     pub split: bool,
@@ -125,25 +126,43 @@ impl Controls {
     }
 }
 
-/// The effects of a live session: alternative models, an optional dream
-/// pass, and the colour option.
+/// The effects of a live session: alternative models, dream passes before
+/// and after the model, and the colour option.
 pub struct LiveChain<'a> {
     models: Vec<Box<dyn Effect + 'a>>,
-    dream: Option<Box<dyn Effect + 'a>>,
+    dreams_before: Vec<Box<dyn Effect + 'a>>,
+    dreams_after: Vec<Box<dyn Effect + 'a>>,
     preserve_color: bool,
 }
 
 impl<'a> LiveChain<'a> {
     /// `models` are switched between (none: only the dream pass, or the
-    /// original picture).
+    /// original picture); `dream` runs after the model.
     pub fn new(
         models: Vec<Box<dyn Effect + 'a>>,
         dream: Option<Box<dyn Effect + 'a>>,
         preserve_color: bool,
     ) -> Self {
+        Self::ordered(
+            Vec::new(),
+            models,
+            dream.into_iter().collect(),
+            preserve_color,
+        )
+    }
+
+    /// `dreams_before`, then the model in use (one of `models`), then
+    /// `dreams_after`: the order `stylize --dream --model A --dream` gives.
+    pub fn ordered(
+        dreams_before: Vec<Box<dyn Effect + 'a>>,
+        models: Vec<Box<dyn Effect + 'a>>,
+        dreams_after: Vec<Box<dyn Effect + 'a>>,
+        preserve_color: bool,
+    ) -> Self {
         Self {
             models,
-            dream,
+            dreams_before,
+            dreams_after,
             preserve_color,
         }
     }
@@ -153,7 +172,7 @@ impl<'a> LiveChain<'a> {
     }
 
     pub fn has_dream(&self) -> bool {
-        self.dream.is_some()
+        !self.dreams_before.is_empty() || !self.dreams_after.is_empty()
     }
 
     /// The name of model `i` (modulo the count), for the overlay.
@@ -163,15 +182,19 @@ impl<'a> LiveChain<'a> {
 
     /// One line per effect, for the start-up log.
     pub fn describe(&self) -> Vec<String> {
+        let dream = |d: &(dyn Effect + 'a)| format!("dream pass: {}", d.describe());
         let mut lines: Vec<String> = self
-            .models
+            .dreams_before
             .iter()
-            .enumerate()
-            .map(|(i, m)| format!("model {}/{}: {}", i + 1, self.models.len(), m.describe()))
+            .map(|d| dream(d.as_ref()))
             .collect();
-        if let Some(d) = &self.dream {
-            lines.push(format!("dream pass: {}", d.describe()));
-        }
+        lines.extend(
+            self.models
+                .iter()
+                .enumerate()
+                .map(|(i, m)| format!("model {}/{}: {}", i + 1, self.models.len(), m.describe())),
+        );
+        lines.extend(self.dreams_after.iter().map(|d| dream(d.as_ref())));
         if self.preserve_color {
             lines.push("photo colours kept".into());
         }
@@ -182,12 +205,17 @@ impl<'a> LiveChain<'a> {
     /// included (split screen is composed later, on bytes).
     pub fn paint(&mut self, frame: &Tensor, state: &ControlState) -> Result<Tensor> {
         let mut out = frame.clone();
+        if state.dream {
+            for d in self.dreams_before.iter_mut() {
+                out = d.apply(&out)?;
+            }
+        }
         if !self.models.is_empty() {
             let n = self.models.len();
             out = self.models[state.model % n].apply(&out)?;
         }
         if state.dream {
-            if let Some(d) = self.dream.as_mut() {
+            for d in self.dreams_after.iter_mut() {
                 out = d.apply(&out)?;
             }
         }
@@ -230,5 +258,44 @@ mod tests {
         let s = c.get();
         assert!(s.split && !s.overlay);
         assert_eq!(c.apply(Action::Quit, 1, true), None);
+    }
+
+    /// Adds `self.0` to every pixel, then doubles: the order shows.
+    struct AddDouble(f64);
+
+    impl Effect for AddDouble {
+        fn describe(&self) -> String {
+            format!("add {} and double", self.0)
+        }
+        fn apply(&mut self, frame: &Tensor) -> Result<Tensor> {
+            Ok(((frame + self.0)? * 2.0)?)
+        }
+    }
+
+    #[test]
+    fn dream_passes_run_in_order_and_toggle_together() {
+        let frame = Tensor::zeros(
+            (1, 3, 2, 2),
+            candle_core::DType::F32,
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
+        let first = |t: Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap()[0];
+        let mut chain = LiveChain::ordered(
+            vec![Box::new(AddDouble(1.0))],
+            vec![Box::new(AddDouble(10.0))],
+            vec![Box::new(AddDouble(100.0))],
+            false,
+        );
+        assert!(chain.has_dream());
+        assert_eq!(chain.describe().len(), 3);
+        let on = ControlState {
+            dream: true,
+            ..ControlState::default()
+        };
+        // ((0 + 1) * 2 + 10) * 2 = 24, then (24 + 100) * 2.
+        assert_eq!(first(chain.paint(&frame, &on).unwrap()), 248.0);
+        let off = ControlState::default();
+        assert_eq!(first(chain.paint(&frame, &off).unwrap()), 20.0);
     }
 }

@@ -4,8 +4,8 @@
 //! The video module's container sink copies an input file's streams and
 //! timestamps; a live recording has neither, so this is a small encoder of
 //! its own built from the video module's parts (the muxer choice by
-//! extension, the swscale wrapper, the temporary-file-then-rename
-//! handling). Each frame is stamped with its capture time in milliseconds
+//! extension, the encoder choice, options and stream setup, the swscale
+//! wrapper, the temporary-file-then-rename handling). Each frame is stamped with its capture time in milliseconds
 //! since the first frame, so frames the effect dropped leave gaps of the
 //! right length (a variable frame rate) and the recording plays at the
 //! speed of the scene. The file appears under its name only once it is
@@ -16,11 +16,12 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Result};
 use ffmpeg_next as ffmpeg;
-use ffmpeg_next::format::Pixel;
-use ffmpeg_next::{codec, encoder, Dictionary, Packet, Rational};
+use ffmpeg_next::{encoder, Packet, Rational};
 
 use super::pipeline::{LiveSink, OutputFrame};
-use crate::video::container::muxer_for;
+use crate::video::container::{
+    choose_pixel_format, choose_video_encoder, muxer_for, open_video_stream, VideoStreamSpec,
+};
 use crate::video::frame::RgbFrame;
 use crate::video::scale::{Colorimetry, Scaler};
 use crate::video::sink::{temp_path_beside, EncodeOptions, TempOutput};
@@ -63,92 +64,40 @@ impl Recorder {
         init_ffmpeg();
         let t = target.display().to_string();
         crate::image_io::check_output_file(target, &[])?;
-        let (muxer, _) = muxer_for(target)?;
+        let (muxer, fmt) = muxer_for(target)?;
         let (width, height) = (width & !1, height & !1);
         if width == 0 || height == 0 {
             bail!("cannot record {width}x{height} frames");
         }
-        let codec_name = encode.codec.clone().unwrap_or_else(|| {
-            if muxer == "webm" {
-                "libvpx-vp9".into()
-            } else {
-                "libx264".into()
-            }
-        });
-        let codec = encoder::find_by_name(&codec_name)
-            .or_else(|| encoder::find(codec::Id::H264))
-            .ok_or_else(|| {
-                anyhow!("cannot record {t}: this FFmpeg build has no {codec_name} encoder")
-            })?;
+        // The same encoder choice and settings as a converted video's.
+        let codec = choose_video_encoder(&muxer, fmt, encode.codec.as_deref())?;
         let temp = TempOutput::new(temp_path_beside(target));
         let mut octx = ffmpeg::format::output_as(&temp.path, &muxer)
             .map_err(|e| anyhow!("cannot write {t}: {}", ff_error(&e)))?;
-        let global_header = octx
-            .format()
-            .flags()
-            .contains(ffmpeg::format::Flags::GLOBAL_HEADER);
-        let mut enc = codec::context::Context::new_with_codec(codec)
-            .encoder()
-            .video()
-            .map_err(|e| {
-                anyhow!(
-                    "cannot set up the {} encoder: {}",
-                    codec.name(),
-                    ff_error(&e)
-                )
-            })?;
-        enc.set_width(width);
-        enc.set_height(height);
-        enc.set_format(Pixel::YUV420P);
-        enc.set_time_base(TIME_BASE);
+        let pixel = choose_pixel_format(codec);
         let rate = fps
             .filter(|f| f.is_finite() && *f > 0.0)
             .map(|f| Rational((f * 1000.0).round() as i32, 1000));
-        enc.set_frame_rate(rate);
-        if global_header {
-            enc.set_flags(codec::Flags::GLOBAL_HEADER);
-        }
-        let mut dict = Dictionary::new();
-        match codec.name() {
-            "libx264" | "libx265" => {
-                // Fast: the encoder shares the CPU with the effect.
-                dict.set("preset", encode.preset.as_deref().unwrap_or("veryfast"));
-                dict.set("crf", &format!("{}", encode.crf.unwrap_or(23.0)));
-            }
-            "libvpx-vp9" | "libvpx" => {
-                dict.set("deadline", "realtime");
-                dict.set("cpu-used", "8");
-                dict.set("crf", &format!("{}", encode.crf.unwrap_or(31.0)));
-                enc.set_bit_rate(0);
-                dict.set("row-mt", "1");
-            }
-            _ => {}
-        }
-        let encoder = enc.open_with(dict).map_err(|e| {
-            anyhow!(
-                "cannot open the {} encoder for {width}x{height}: {}",
-                codec.name(),
-                ff_error(&e)
-            )
-        })?;
-        let ost = {
-            let mut s = octx
-                .add_stream(codec)
-                .map_err(|e| anyhow!("cannot write {t}: {}", ff_error(&e)))?;
-            s.set_parameters(&encoder);
-            s.set_time_base(TIME_BASE);
-            if let Some(r) = rate {
-                s.set_avg_frame_rate(r);
-            }
-            s.index()
+        let spec = VideoStreamSpec {
+            width,
+            height,
+            pixel,
+            time_base: TIME_BASE,
+            frame_rate: rate,
+            encode,
         };
+        let mut notes = Vec::new();
+        let (encoder, ost) = open_video_stream(&mut octx, &t, codec, &spec, |_| {}, &mut notes)?;
+        for note in notes {
+            eprintln!("record {t}: note: {note}");
+        }
         octx.write_header()
             .map_err(|e| anyhow!("cannot write {t}: {}", ff_error(&e)))?;
         let ost_tb = octx.stream(ost).map(|s| s.time_base()).unwrap_or(TIME_BASE);
         Ok(Self {
             octx,
             encoder,
-            to_yuv: Scaler::new(Pixel::YUV420P, width, height, Colorimetry::default()),
+            to_yuv: Scaler::new(pixel, width, height, Colorimetry::default()),
             ost,
             ost_tb,
             temp,

@@ -178,7 +178,7 @@ fn has_option(codec: Codec, name: &str) -> bool {
 }
 
 /// The encoder `--codec` names, or the container's default.
-fn choose_video_encoder(
+pub(crate) fn choose_video_encoder(
     muxer: &str,
     fmt: *const ffmpeg::ffi::AVOutputFormat,
     requested: Option<&str>,
@@ -332,9 +332,82 @@ fn encoder_options(
     (dict, bit_rate)
 }
 
+/// What both video outputs (a converted file, a live recording) ask of
+/// their encoder.
+pub(crate) struct VideoStreamSpec<'a> {
+    pub width: u32,
+    pub height: u32,
+    pub pixel: Pixel,
+    pub time_base: Rational,
+    pub frame_rate: Option<Rational>,
+    /// `--crf` and `--preset` (see [`encoder_options`] for the defaults).
+    pub encode: &'a EncodeOptions,
+}
+
+/// Sets up `codec` for `spec` (`configure` adds the caller's settings:
+/// colour, pixel aspect), opens it with the options for `--crf` and
+/// `--preset` (notes for those the encoder lacks), and adds its stream to
+/// `octx` (writing `target`): the open encoder and the stream's index.
+pub(crate) fn open_video_stream(
+    octx: &mut ffmpeg::format::context::Output,
+    target: &str,
+    codec: Codec,
+    spec: &VideoStreamSpec<'_>,
+    configure: impl FnOnce(&mut encoder::video::Video),
+    notes: &mut Vec<String>,
+) -> Result<(encoder::video::Encoder, usize)> {
+    let global_header = octx
+        .format()
+        .flags()
+        .contains(ffmpeg::format::Flags::GLOBAL_HEADER);
+    let mut ctx = codec::context::Context::new_with_codec(codec);
+    ctx.set_threading(ffmpeg::threading::Config::kind(
+        ffmpeg::threading::Type::Frame,
+    ));
+    let mut enc = ctx.encoder().video().map_err(|e| {
+        anyhow!(
+            "cannot set up the {} encoder: {}",
+            codec.name(),
+            ff_error(&e)
+        )
+    })?;
+    let (w, h) = (spec.width, spec.height);
+    enc.set_width(w);
+    enc.set_height(h);
+    enc.set_format(spec.pixel);
+    enc.set_time_base(spec.time_base);
+    enc.set_frame_rate(spec.frame_rate);
+    if global_header {
+        enc.set_flags(codec::Flags::GLOBAL_HEADER);
+    }
+    configure(&mut enc);
+    let (dict, bit_rate) = encoder_options(codec, spec.encode, notes);
+    if let Some(b) = bit_rate {
+        enc.set_bit_rate(b);
+    }
+    let encoder = enc.open_with(dict).map_err(|e| {
+        anyhow!(
+            "cannot open the {} encoder for {w}x{h} {} (check --codec, --crf and --preset): {}",
+            codec.name(),
+            spec.pixel.descriptor().map(|d| d.name()).unwrap_or("?"),
+            ff_error(&e)
+        )
+    })?;
+    let mut ost = octx
+        .add_stream(codec)
+        .map_err(|e| anyhow!("cannot write {target}: {}", ff_error(&e)))?;
+    ost.set_parameters(&encoder);
+    ost.set_time_base(spec.time_base);
+    if let Some(r) = spec.frame_rate {
+        ost.set_avg_frame_rate(r);
+        ost.set_rate(r);
+    }
+    Ok((encoder, ost.index()))
+}
+
 /// The pixel format to encode in: yuv420p where the encoder takes it (what
 /// every player decodes), else the encoder's first.
-fn choose_pixel_format(codec: Codec) -> Pixel {
+pub(crate) fn choose_pixel_format(codec: Codec) -> Pixel {
     let formats: Vec<Pixel> = codec
         .video()
         .ok()
@@ -417,55 +490,35 @@ impl ContainerSink {
             primaries: info.color.primaries,
             transfer: info.color.transfer,
         };
-        let mut ctx = codec::context::Context::new_with_codec(codec);
-        ctx.set_threading(ffmpeg::threading::Config::kind(
-            ffmpeg::threading::Type::Frame,
-        ));
-        let mut enc = ctx.encoder().video().map_err(|e| {
-            anyhow!(
-                "cannot set up the {} encoder: {}",
-                codec.name(),
-                ff_error(&e)
-            )
-        })?;
-        enc.set_width(ew);
-        enc.set_height(eh);
-        enc.set_format(pixel);
-        enc.set_time_base(info.time_base);
-        enc.set_frame_rate(info.frame_rate);
+        let spec = VideoStreamSpec {
+            width: ew,
+            height: eh,
+            pixel,
+            time_base: info.time_base,
+            frame_rate: info.frame_rate,
+            encode: opts,
+        };
         let sar = info.sample_aspect;
-        if sar.numerator() > 0 && sar.denominator() > 0 {
-            enc.set_aspect_ratio(sar);
-        }
-        enc.set_colorspace(color.space);
-        enc.set_color_range(color.range);
-        enc.set_color_primaries(color.primaries);
-        enc.set_color_transfer_characteristic(color.transfer);
-        if global_header {
-            enc.set_flags(codec::Flags::GLOBAL_HEADER);
-        }
-        let (dict, bit_rate) = encoder_options(codec, opts, &mut notes);
-        if let Some(b) = bit_rate {
-            enc.set_bit_rate(b);
-        }
-        let encoder = enc.open_with(dict).map_err(|e| {
-            anyhow!(
-                "cannot open the {} encoder for {ew}x{eh} {} (check --codec, --crf and --preset): {}",
-                codec.name(),
-                pixel.descriptor().map(|d| d.name()).unwrap_or("?"),
-                ff_error(&e)
-            )
-        })?;
-        let video_ost = {
+        let (encoder, video_ost) = open_video_stream(
+            &mut octx,
+            &t,
+            codec,
+            &spec,
+            |enc| {
+                if sar.numerator() > 0 && sar.denominator() > 0 {
+                    enc.set_aspect_ratio(sar);
+                }
+                enc.set_colorspace(color.space);
+                enc.set_color_range(color.range);
+                enc.set_color_primaries(color.primaries);
+                enc.set_color_transfer_characteristic(color.transfer);
+            },
+            &mut notes,
+        )?;
+        {
             let mut ost = octx
-                .add_stream(codec)
-                .map_err(|e| anyhow!("cannot write {t}: {}", ff_error(&e)))?;
-            ost.set_parameters(&encoder);
-            ost.set_time_base(info.time_base);
-            if let Some(r) = info.frame_rate {
-                ost.set_avg_frame_rate(r);
-                ost.set_rate(r);
-            }
+                .stream_mut(video_ost)
+                .ok_or_else(|| anyhow!("cannot write {t}: the video stream vanished"))?;
             if let Some(ist) = input.stream(info.stream) {
                 ost.set_metadata(copy_metadata(ist.metadata(), STALE_VIDEO_TAGS));
             }
@@ -490,8 +543,7 @@ impl ContainerSink {
                     }
                 }
             }
-            ost.index()
-        };
+        }
 
         // The other streams, in input order.
         let n = input.nb_streams() as usize;

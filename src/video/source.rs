@@ -193,8 +193,22 @@ impl VideoSource {
         let params = stream.parameters();
         let codec_id = params.id();
         if ffmpeg::decoder::find(codec_id).is_none() {
+            // SAFETY: the stream's parameters are valid while `input` lives.
+            let tag = unsafe { (*params.as_ptr()).codec_tag };
+            let fourcc: String = tag
+                .to_le_bytes()
+                .iter()
+                .map(|&b| if b.is_ascii_graphic() { b as char } else { '?' })
+                .collect();
+            if codec_id == ffmpeg::codec::Id::None {
+                bail!(
+                    "cannot decode {name}: its video codec is not supported (FFmpeg knows no \
+                     codec with the tag '{fourcc}')"
+                );
+            }
             bail!(
-                "cannot decode {name}: this FFmpeg build has no decoder for its video codec '{}'",
+                "cannot decode {name}: its video codec '{}' is not supported (this FFmpeg build \
+                 has no decoder for it)",
                 codec_id.name()
             );
         }

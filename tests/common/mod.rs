@@ -69,3 +69,29 @@ pub fn load(path: &std::path::Path, size: u32) -> Tensor {
     let rgb = stylestream::image_io::resize_longer_side(&img.rgb, size);
     stylestream::image_io::image_to_tensor(&rgb, &Device::Cpu).unwrap()
 }
+
+/// Mean absolute difference between two tensors of the same shape.
+pub fn mean_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .mean_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap()
+}
+
+/// Largest absolute difference between two tensors of the same shape.
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar()
+        .unwrap()
+}
