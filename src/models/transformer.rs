@@ -336,6 +336,27 @@ impl Act {
     }
 }
 
+/// `a + b` of two CPU f32 tensors of the same shape, into a new buffer.
+fn act_sum(a: &Tensor, b: &Tensor) -> Result<Vec<f32>> {
+    use rayon::prelude::*;
+    if a.dims() != b.dims() {
+        bail!("TransformerNet: residual {:?} + {:?}", a.dims(), b.dims())
+    }
+    Act::Tensor(a.clone()).with_data(|a, _| {
+        Act::Tensor(b.clone()).with_data(|b, _| {
+            let mut out = vec![0f32; a.len()];
+            out.par_chunks_mut(1 << 14)
+                .zip(a.par_chunks(1 << 14).zip(b.par_chunks(1 << 14)))
+                .for_each(|(o, (a, b))| {
+                    for ((o, a), b) in o.iter_mut().zip(a).zip(b) {
+                        *o = a + b;
+                    }
+                });
+            out
+        })
+    })?
+}
+
 /// The elements of a small tensor (weights, norm parameters).
 fn values(t: &Tensor) -> Result<Vec<f32>> {
     t.flatten_all()?.to_vec1::<f32>()
@@ -532,9 +553,25 @@ impl TransformerNet {
                 Layer::Conv { conv, norm } => (conv, Some(norm), false),
                 Layer::Up { conv, norm } => (conv, Some(norm), true),
                 Layer::Output { conv } => (conv, None, false),
-                Layer::Residual { .. } => {
+                Layer::Residual {
+                    conv1,
+                    norm1,
+                    conv2,
+                    norm2,
+                } => {
+                    // Winograd convolutions as in training; only the sum is
+                    // done here, on rayon, rather than by candle's
+                    // elementwise add (whose worker pool spins while it
+                    // waits, stealing the CPU from the other threads).
                     let t = act.into_tensor(&self.device)?;
-                    act = Act::Tensor(layer.forward(&t)?);
+                    let y = norm1.forward(&conv1.forward(&t)?, true)?;
+                    let y = norm2.forward(&conv2.forward(&y)?, false)?;
+                    let data = act_sum(&t, &y)?;
+                    act = Act::Pending {
+                        data,
+                        dims: [n, cin, h, w],
+                        map: None,
+                    };
                     continue;
                 }
             };

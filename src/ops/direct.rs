@@ -162,14 +162,17 @@ pub fn conv3x3(
     let s = g.stride;
     // Phase arrays: tap kx reads phase kx % s at offset kx / s. Long enough
     // for whole PX blocks (the tail lanes read zeros, their sums dropped).
-    let lp = ow.next_multiple_of(PX) + 2;
-    let groups = g.cout.div_ceil(CO);
-    // wg[group][((ci*3 + ky)*3 + kx)*CO + co], zero-padded channels.
-    let mut wg = vec![0f32; groups * g.cin * 9 * CO];
+    let lp = ow.next_multiple_of(2 * PX) + 2;
+    // Channels per block: 4 (by 16 pixels) for the 3-channel output layer,
+    // else 8 (by 8 pixels).
+    let cb = if g.cout <= 4 { 4 } else { CO };
+    let groups = g.cout.div_ceil(cb);
+    // wg[group][((ci*3 + ky)*3 + kx)*cb + co], zero-padded channels.
+    let mut wg = vec![0f32; groups * g.cin * 9 * cb];
     for co in 0..g.cout {
         for ci in 0..g.cin {
             for t in 0..9 {
-                wg[((co / CO) * g.cin * 9 + ci * 9 + t) * CO + co % CO] =
+                wg[((co / cb) * g.cin * 9 + ci * 9 + t) * cb + co % cb] =
                     weight[(co * g.cin + ci) * 9 + t];
             }
         }
@@ -185,7 +188,10 @@ pub fn conv3x3(
     let rows = rows.min(oh);
     let bands = oh.div_ceil(rows);
     let items = g.n * bands * groups;
-    let mut y = vec![0f32; g.n * g.cout * op];
+    // Every element is written (through `out`) before `set_len` below: no
+    // zero-fill, which for a 10 MB buffer is a visible pass of its own.
+    let len = g.n * g.cout * op;
+    let mut y: Vec<f32> = Vec::with_capacity(len);
     // Per output row: (sum, squared deviations from the row's mean).
     let want_stats = matches!(epilogue, Epilogue::Norm { .. });
     let mut stats = vec![[0f64; 2]; if want_stats { g.n * g.cout * oh } else { 0 }];
@@ -202,13 +208,13 @@ pub fn conv3x3(
             let (buf, tmp) = buf.split_at_mut(g.cin * nrows * s * lp);
             let map_b = map.map(|m| (&m.a[b * g.cin..][..g.cin], &m.b[b * g.cin..][..g.cin]));
             fill_band(img, map_b, g, r0 * s, nrows, lp, buf, tmp);
-            let c0 = grp * CO;
-            let nco = CO.min(g.cout - c0);
+            let c0 = grp * cb;
+            let nco = cb.min(g.cout - c0);
             let bias: [f32; CO] = std::array::from_fn(|co| match epilogue {
                 Epilogue::BiasUnitTanh(b) | Epilogue::Bias(Some(b)) if co < nco => b[c0 + co],
                 _ => 0.0,
             });
-            let wgrp = &wg[grp * g.cin * 9 * CO..][..g.cin * 9 * CO];
+            let wgrp = &wg[grp * g.cin * 9 * cb..][..g.cin * 9 * cb];
             for oy in r0..r1 {
                 // SAFETY: this item alone writes rows r0..r1 of channels
                 // c0..c0+nco of image b.
@@ -217,7 +223,7 @@ pub fn conv3x3(
                     SharedMut(out.at((b * g.cout + c) * op + oy * ow))
                 });
                 let rowbuf = &buf[(oy - r0) * s * s * lp..];
-                row_kernel(rowbuf, wgrp, &bias, g.cin, nrows, s, lp, ow, nco, dst);
+                row_kernel(rowbuf, wgrp, &bias, g.cin, nrows, s, lp, ow, cb, nco, dst);
                 for co in 0..nco {
                     // SAFETY: as above.
                     let row = unsafe {
@@ -244,6 +250,9 @@ pub fn conv3x3(
             }
         });
     });
+    // SAFETY: the items above wrote every row of every channel of every
+    // image (bands cover 0..oh, groups cover 0..cout, PX blocks cover 0..ow).
+    unsafe { y.set_len(len) };
     let map = match epilogue {
         Epilogue::Norm { gamma, beta, eps } => {
             let mut a = vec![0f32; g.n * g.cout];
@@ -334,6 +343,42 @@ fn fill_band(
     buf: &mut [f32],
     tmp: &mut [f32],
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 and FMA (checked above).
+        return unsafe { fill_band_avx2(img, map, g, py0, nrows, lp, buf, tmp) };
+    }
+    fill_band_body(img, map, g, py0, nrows, lp, buf, tmp)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn fill_band_avx2(
+    img: &[f32],
+    map: Option<(&[f32], &[f32])>,
+    g: &DirectGeom,
+    py0: usize,
+    nrows: usize,
+    lp: usize,
+    buf: &mut [f32],
+    tmp: &mut [f32],
+) {
+    fill_band_body(img, map, g, py0, nrows, lp, buf, tmp)
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn fill_band_body(
+    img: &[f32],
+    map: Option<(&[f32], &[f32])>,
+    g: &DirectGeom,
+    py0: usize,
+    nrows: usize,
+    lp: usize,
+    buf: &mut [f32],
+    tmp: &mut [f32],
+) {
     let (ch, cw) = g.conv_in();
     let s = g.stride;
     let plane = g.h * g.w;
@@ -348,24 +393,18 @@ fn fill_band(
             let dst = &mut buf[(ci * nrows + r) * s * lp..][..s * lp];
             // The padded row, into dst (stride 1) or tmp (stride 2).
             let prow: &mut [f32] = if s == 1 { &mut dst[..] } else { &mut tmp[..] };
-            let f = |v: f32| {
-                let y = a * v + b;
-                if relu {
-                    y.max(0.0)
-                } else {
-                    y
-                }
-            };
             if g.upsample {
-                for (i, &v) in src.iter().enumerate() {
-                    let y = f(v);
-                    prow[1 + 2 * i] = y;
-                    prow[2 + 2 * i] = y;
+                for (d, &v) in prow[1..1 + cw].chunks_exact_mut(2).zip(src) {
+                    let y = if relu { (a * v + b).max(0.0) } else { v };
+                    d[0] = y;
+                    d[1] = y;
+                }
+            } else if relu {
+                for (d, &v) in prow[1..1 + cw].iter_mut().zip(src) {
+                    *d = (a * v + b).max(0.0);
                 }
             } else {
-                for (d, &v) in prow[1..1 + cw].iter_mut().zip(src) {
-                    *d = f(v);
-                }
+                prow[1..1 + cw].copy_from_slice(src);
             }
             prow[0] = prow[2];
             prow[pw - 1] = prow[pw - 3];
@@ -388,9 +427,9 @@ fn fill_band(
     }
 }
 
-/// One output row of up to [`CO`] channels: `dst[co][ox] = bias[co] +
-/// Σ w · input`, the input being the band buffer from this row's first
-/// padded row on.
+/// One output row of up to `cb` (4 or 8) channels: `dst[co][ox] =
+/// bias[co] + Σ w · input`, the input being the band buffer from this row's
+/// first padded row on, the weights packed `cb` channels per tap.
 #[allow(clippy::too_many_arguments)]
 fn row_kernel(
     rowbuf: &[f32],
@@ -401,27 +440,40 @@ fn row_kernel(
     s: usize,
     lp: usize,
     ow: usize,
+    cb: usize,
     nco: usize,
     dst: [SharedMut; CO],
 ) {
+    assert!(rowbuf.len() >= ((cin - 1) * nrows + 3) * s * lp && w.len() >= cin * 9 * cb);
+    assert!(ow.next_multiple_of(2 * PX) + 2 <= lp && nco <= cb && cb <= CO);
     #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU has AVX2 and FMA (checked above).
-            return unsafe { row_kernel_avx2(rowbuf, w, bias, cin, nrows, s, lp, ow, nco, dst) };
-        }
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 and FMA (checked above); the reads stay
+        // inside `rowbuf` and `w` (asserted above, see the kernel).
+        return unsafe {
+            if cb == 4 {
+                row_kernel_avx2::<4, 2>(rowbuf, w, bias, cin, nrows, s, lp, ow, nco, dst)
+            } else {
+                row_kernel_avx2::<8, 1>(rowbuf, w, bias, cin, nrows, s, lp, ow, nco, dst)
+            }
+        };
     }
-    row_kernel_body::<false>(rowbuf, w, bias, cin, nrows, s, lp, ow, nco, dst)
+    row_kernel_portable(rowbuf, w, bias, cin, nrows, s, lp, ow, cb, nco, dst)
 }
 
-/// The AVX2 + FMA kernel, written with intrinsics so that the 8
-/// accumulators stay in registers (the portable body, auto-vectorised, kept
+/// The AVX2 + FMA kernel for blocks of `C` channels by `V` vectors of 8
+/// pixels (`C * V = 8` accumulators), written with intrinsics so that the
+/// accumulators stay in registers (the auto-vectorised portable loop kept
 /// them on the stack).
+///
+/// # Safety
+/// AVX2 and FMA; `rowbuf` holds rows `ci * nrows + ky` (`ky < 3`) of `s *
+/// lp` floats for every `ci < cin`, with `lp >= ow` rounded up to `8 * V`
+/// plus 2; `w` holds `cin * 9 * C` floats.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn row_kernel_avx2(
+unsafe fn row_kernel_avx2<const C: usize, const V: usize>(
     rowbuf: &[f32],
     w: &[f32],
     bias: &[f32; CO],
@@ -434,50 +486,43 @@ unsafe fn row_kernel_avx2(
     dst: [SharedMut; CO],
 ) {
     use std::arch::x86_64::*;
-    // Every read below stays inside the band buffer and the weights: rows
-    // `ci * nrows + ky` (< cin * nrows) of `s * lp` floats, and lanes up to
-    // `ox0 + PX - 1 + 2 / s` < `lp` within a phase.
-    assert!(rowbuf.len() >= ((cin - 1) * nrows + 3) * s * lp && w.len() >= cin * 9 * CO);
-    assert!(ow.next_multiple_of(PX) + 2 <= lp);
     let off: [usize; 3] = std::array::from_fn(|kx| (kx % s) * lp + kx / s);
+    let block = 8 * V;
     let mut ox0 = 0;
     while ox0 < ow {
-        let mut acc: [__m256; CO] = std::array::from_fn(|co| _mm256_set1_ps(bias[co]));
+        let mut acc: [[__m256; V]; C] = std::array::from_fn(|co| [_mm256_set1_ps(bias[co]); V]);
         let mut wp = w.as_ptr();
         for ci in 0..cin {
             for ky in 0..3 {
                 let row = rowbuf.as_ptr().add((ci * nrows + ky) * s * lp + ox0);
                 for &o in &off {
-                    let v = _mm256_loadu_ps(row.add(o));
-                    acc[0] = _mm256_fmadd_ps(_mm256_broadcast_ss(&*wp), v, acc[0]);
-                    acc[1] = _mm256_fmadd_ps(_mm256_broadcast_ss(&*wp.add(1)), v, acc[1]);
-                    acc[2] = _mm256_fmadd_ps(_mm256_broadcast_ss(&*wp.add(2)), v, acc[2]);
-                    acc[3] = _mm256_fmadd_ps(_mm256_broadcast_ss(&*wp.add(3)), v, acc[3]);
-                    acc[4] = _mm256_fmadd_ps(_mm256_broadcast_ss(&*wp.add(4)), v, acc[4]);
-                    acc[5] = _mm256_fmadd_ps(_mm256_broadcast_ss(&*wp.add(5)), v, acc[5]);
-                    acc[6] = _mm256_fmadd_ps(_mm256_broadcast_ss(&*wp.add(6)), v, acc[6]);
-                    acc[7] = _mm256_fmadd_ps(_mm256_broadcast_ss(&*wp.add(7)), v, acc[7]);
-                    wp = wp.add(CO);
+                    let v: [__m256; V] =
+                        std::array::from_fn(|j| _mm256_loadu_ps(row.add(o + 8 * j)));
+                    for (co, acc) in acc.iter_mut().enumerate() {
+                        let wv = _mm256_broadcast_ss(&*wp.add(co));
+                        for (a, v) in acc.iter_mut().zip(&v) {
+                            *a = _mm256_fmadd_ps(wv, *v, *a);
+                        }
+                    }
+                    wp = wp.add(C);
                 }
             }
         }
-        let n = PX.min(ow - ox0);
-        for (d, a) in dst.iter().zip(&acc).take(nco) {
-            if n == PX {
-                _mm256_storeu_ps(d.at(ox0), *a);
-            } else {
-                let mut tmp = [0f32; PX];
-                _mm256_storeu_ps(tmp.as_mut_ptr(), *a);
-                std::ptr::copy_nonoverlapping(tmp.as_ptr(), d.at(ox0), n);
+        let n = block.min(ow - ox0);
+        for (d, acc) in dst.iter().zip(&acc).take(nco) {
+            let mut lanes = [0f32; 16];
+            for (j, a) in acc.iter().enumerate() {
+                _mm256_storeu_ps(lanes.as_mut_ptr().add(8 * j), *a);
             }
+            std::ptr::copy_nonoverlapping(lanes.as_ptr(), d.at(ox0), n);
         }
-        ox0 += PX;
+        ox0 += block;
     }
 }
 
-#[inline(always)]
+/// The same without SIMD intrinsics (other CPUs).
 #[allow(clippy::too_many_arguments)]
-fn row_kernel_body<const FMA: bool>(
+fn row_kernel_portable(
     rowbuf: &[f32],
     w: &[f32],
     bias: &[f32; CO],
@@ -486,6 +531,7 @@ fn row_kernel_body<const FMA: bool>(
     s: usize,
     lp: usize,
     ow: usize,
+    cb: usize,
     nco: usize,
     dst: [SharedMut; CO],
 ) {
@@ -500,13 +546,11 @@ fn row_kernel_body<const FMA: bool>(
                 let row = &rowbuf[(ci * nrows + ky) * s * lp..][..s * lp];
                 for kx in 0..3 {
                     let at = (kx % s) * lp + kx / s + ox0;
-                    let v: &[f32; PX] = row[at..at + PX].try_into().expect("PX lanes");
-                    let wv: &[f32; CO] = w[((ci * 3 + ky) * 3 + kx) * CO..][..CO]
-                        .try_into()
-                        .expect("CO weights");
+                    let v = &row[at..at + PX];
+                    let wv = &w[((ci * 3 + ky) * 3 + kx) * cb..][..cb];
                     for (a, &wc) in acc.iter_mut().zip(wv) {
                         for (a, &x) in a.iter_mut().zip(v) {
-                            *a = if FMA { wc.mul_add(x, *a) } else { *a + wc * x };
+                            *a += wc * x;
                         }
                     }
                 }
