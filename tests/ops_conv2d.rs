@@ -614,3 +614,194 @@ fn bench_vgg_layers() {
     bench_layer(512, 512, 30, 40, false);
     bench_layer(512, 512, 15, 20, false);
 }
+
+// ---------------------------------------------------------------------------
+// `ops::direct`: the inference-only fused direct 3x3 convolution (input map,
+// reflection padding, upsampling, norm statistics or bias + (tanh + 1) / 2),
+// against the same layers composed from candle's ops. It has no backward
+// (inference only), so there is no gradient to check.
+
+mod direct_conv {
+    use super::*;
+    use stylestream::ops::direct::{conv3x3, ChannelMap, DirectGeom, Epilogue};
+
+    fn to_vec(t: &Tensor) -> Vec<f32> {
+        t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    }
+
+    /// Reflection padding by 1 with candle's `index_select`.
+    fn reflect_pad1(x: &Tensor) -> Result<Tensor> {
+        let (_, _, h, w) = x.dims4()?;
+        let idx = |n: usize| {
+            let v: Vec<u32> = (0..n + 2)
+                .map(|i| match i {
+                    0 => 1,
+                    i if i == n + 1 => n as u32 - 2,
+                    i => i as u32 - 1,
+                })
+                .collect();
+            Tensor::new(v, &Device::Cpu)
+        };
+        x.index_select(&idx(h)?, 2)?.index_select(&idx(w)?, 3)
+    }
+
+    /// The layers the fused op stands for, from candle's ops: map (per
+    /// plane `max(a*x + b, 0)`), upsample, reflection pad, conv, bias.
+    fn reference_conv(
+        x: &Tensor,
+        map: Option<&ChannelMap>,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        stride: usize,
+        upsample: bool,
+    ) -> Result<Tensor> {
+        let (n, c, h, wd) = x.dims4()?;
+        let mut x = x.clone();
+        if let Some(m) = map {
+            let a = Tensor::from_vec(m.a.clone(), (n, c, 1, 1), &Device::Cpu)?;
+            let b = Tensor::from_vec(m.b.clone(), (n, c, 1, 1), &Device::Cpu)?;
+            x = x.broadcast_mul(&a)?.broadcast_add(&b)?.relu()?;
+        }
+        if upsample {
+            x = x.upsample_nearest2d(2 * h, 2 * wd)?;
+        }
+        candle_reference(&reflect_pad1(&x)?, w, bias, stride, 0)
+    }
+
+    const CASES: &[(usize, usize, usize, usize, usize, usize, bool)] = &[
+        // (n, cin, cout, h, w, stride, upsample)
+        (1, 3, 8, 17, 23, 1, false),
+        (2, 8, 16, 20, 33, 2, false),
+        (1, 16, 32, 15, 9, 2, false),
+        (2, 32, 8, 7, 11, 1, true),
+        (1, 8, 8, 9, 13, 1, true),
+        (3, 8, 3, 12, 41, 1, false),
+        (2, 5, 13, 2, 2, 1, false),
+        (1, 4, 20, 3, 8, 2, true),
+        (1, 2, 9, 2, 3, 2, false),
+    ];
+
+    #[test]
+    fn matches_candle_layers() {
+        let mut seed = 900;
+        for &(n, cin, cout, h, w, stride, upsample) in CASES {
+            seed += 5;
+            let what = format!("direct {n}x{cin}x{h}x{w} -> {cout} s{stride} up {upsample}");
+            let g = DirectGeom {
+                n,
+                cin,
+                h,
+                w,
+                cout,
+                stride,
+                upsample,
+            };
+            let x = random(&[n, cin, h, w], seed);
+            let wt = random(&[cout, cin, 3, 3], seed + 1);
+            let bias = random(&[cout], seed + 2);
+            let gamma = random(&[cout], seed + 3);
+            let beta = random(&[cout], seed + 4);
+            let (xv, wv) = (to_vec(&x), to_vec(&wt));
+            let map = ChannelMap {
+                a: to_vec(&random(&[n * cin], seed + 6)),
+                b: to_vec(&random(&[n * cin], seed + 7)),
+            };
+            for map in [None, Some(&map)] {
+                let (oh, ow) = g.out_hw();
+                let reference = reference_conv(&x, map, &wt, None, stride, upsample).unwrap();
+                assert_eq!(reference.dims4().unwrap(), (n, cout, oh, ow), "{what}");
+                let shape = [n, cout, oh, ow];
+                // Raw output and the map of the norm that follows.
+                let epi = Epilogue::Norm {
+                    gamma: &to_vec(&gamma),
+                    beta: Some(&to_vec(&beta)),
+                    eps: 1e-5,
+                };
+                let (y, next) = conv3x3(&xv, map, &wv, epi, &g);
+                let y = Tensor::from_vec(y, &shape, &Device::Cpu).unwrap();
+                let e = rel_err(&y, &reference);
+                assert!(e < TOL, "{what} map {}: {e:e}", map.is_some());
+                let next = next.expect("a norm map");
+                let mut normed = to_vec(&y);
+                next.apply(&mut normed, oh * ow);
+                let normed = Tensor::from_vec(normed, &shape, &Device::Cpu).unwrap();
+                let ref_norm = {
+                    let mean = reference.mean_keepdim((2, 3)).unwrap();
+                    let c = reference.broadcast_sub(&mean).unwrap();
+                    let var = c.sqr().unwrap().mean_keepdim((2, 3)).unwrap();
+                    c.broadcast_div(&(var + 1e-5).unwrap().sqrt().unwrap())
+                        .unwrap()
+                        .broadcast_mul(&gamma.reshape((1, cout, 1, 1)).unwrap())
+                        .unwrap()
+                        .broadcast_add(&beta.reshape((1, cout, 1, 1)).unwrap())
+                        .unwrap()
+                        .relu()
+                        .unwrap()
+                };
+                let e = rel_err(&normed, &ref_norm);
+                assert!(e < TOL, "{what} norm map {}: {e:e}", map.is_some());
+                // Bias, and bias + (tanh + 1) / 2.
+                let ref_bias = reference
+                    .broadcast_add(&bias.reshape((1, cout, 1, 1)).unwrap())
+                    .unwrap();
+                let bv = to_vec(&bias);
+                let (y, none) = conv3x3(&xv, map, &wv, Epilogue::Bias(Some(&bv)), &g);
+                assert!(none.is_none());
+                let y = Tensor::from_vec(y, &shape, &Device::Cpu).unwrap();
+                let e = rel_err(&y, &ref_bias);
+                assert!(e < TOL, "{what} bias map {}: {e:e}", map.is_some());
+                let (y, _) = conv3x3(&xv, map, &wv, Epilogue::BiasUnitTanh(&bv), &g);
+                let y = Tensor::from_vec(y, &shape, &Device::Cpu).unwrap();
+                let ref_tanh = ref_bias.tanh().unwrap().affine(0.5, 0.5).unwrap();
+                let e = rel_err(&y, &ref_tanh);
+                assert!(e < TOL, "{what} tanh map {}: {e:e}", map.is_some());
+            }
+        }
+    }
+
+    #[test]
+    fn norm_statistics_survive_a_large_offset() {
+        // A plane far from zero (mean 1000, spread 1): the one-pass
+        // variance would cancel; the per-row deviations do not.
+        let (n, cin, cout, h, w) = (1, 1, 1, 40, 70);
+        let g = DirectGeom {
+            n,
+            cin,
+            h,
+            w,
+            cout,
+            stride: 1,
+            upsample: false,
+        };
+        let x = (random(&[n, cin, h, w], 77) + 1000.0).unwrap();
+        let mut wv = vec![0f32; 9];
+        wv[4] = 1.0; // identity kernel: the output is the input
+        let (y, map) = conv3x3(
+            &to_vec(&x),
+            None,
+            &wv,
+            Epilogue::Norm {
+                gamma: &[1.0],
+                beta: Some(&[0.0]),
+                eps: 0.0,
+            },
+            &g,
+        );
+        let map = map.unwrap();
+        let yv: Vec<f64> = y.iter().map(|&v| v as f64).collect();
+        let mean = yv.iter().sum::<f64>() / yv.len() as f64;
+        let var = yv.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / yv.len() as f64;
+        let a = 1.0 / var.sqrt();
+        assert!(
+            ((map.a[0] as f64) - a).abs() / a < 1e-5,
+            "{} vs {a}",
+            map.a[0]
+        );
+        let b = -mean * a;
+        assert!(
+            ((map.b[0] as f64) - b).abs() / b.abs() < 1e-5,
+            "{} vs {b}",
+            map.b[0]
+        );
+    }
+}

@@ -75,6 +75,14 @@
 //! project's fast CPU ops ([`crate::ops`]), called from one place
 //! (`mod kernels` below), with CPU forward and backward and a fallback to
 //! candle's ops on other devices.
+//!
+//! When no gradient is wanted (plain, loaded weights on the CPU, as in the
+//! effects) the forward takes a fused inference path instead: the thin 3x3
+//! layers run as direct convolutions ([`crate::ops::direct`]) with the
+//! padding, upsampling and instance norms folded in (see
+//! `TransformerNet::forward_inference`). Those fused layers have no
+//! backward, which is why training (`Var` weights) keeps the op-by-op
+//! path; both give the same output to about 1e-6.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -84,6 +92,7 @@ use candle_nn::init::{self, FanInOut, NonLinearity, NormalOrUniform};
 use candle_nn::{Init, VarBuilder};
 
 use super::spec::{ArchSpec, LayerSpec, RGB_CHANNELS};
+use crate::ops::direct::{self, DirectGeom, Epilogue};
 
 /// Instance norm epsilon (PyTorch's default).
 pub const NORM_EPS: f64 = 1e-5;
@@ -276,6 +285,91 @@ pub fn parameter_shapes(spec: &ArchSpec) -> Vec<(String, Vec<usize>)> {
     out
 }
 
+/// An activation of [`TransformerNet::forward_inference`]: a tensor, or a
+/// dense `(N, C, H, W)` buffer with a pending instance norm + ReLU
+/// (applied by the next direct convolution as it reads it).
+enum Act {
+    Tensor(Tensor),
+    Pending {
+        data: Vec<f32>,
+        dims: [usize; 4],
+        map: Option<direct::ChannelMap>,
+    },
+}
+
+impl Act {
+    fn dims(&self) -> Result<[usize; 4]> {
+        Ok(match self {
+            Act::Tensor(t) => {
+                let (n, c, h, w) = t.dims4()?;
+                [n, c, h, w]
+            }
+            Act::Pending { dims, .. } => *dims,
+        })
+    }
+
+    /// The activation as a plain tensor (applying a pending map).
+    fn into_tensor(self, device: &Device) -> Result<Tensor> {
+        match self {
+            Act::Tensor(t) => Ok(t),
+            Act::Pending {
+                mut data,
+                dims,
+                map,
+            } => {
+                if let Some(m) = map {
+                    m.apply(&mut data, dims[2] * dims[3]);
+                }
+                Tensor::from_vec(data, dims.to_vec(), device)
+            }
+        }
+    }
+
+    /// Runs `f` on the dense data and the pending map.
+    fn with_data<R>(&self, f: impl FnOnce(&[f32], Option<&direct::ChannelMap>) -> R) -> Result<R> {
+        match self {
+            Act::Tensor(t) => {
+                let t = t.contiguous()?;
+                let (storage, layout) = t.storage_and_layout();
+                let candle_core::Storage::Cpu(cpu) = &*storage else {
+                    bail!("TransformerNet: the inference path runs on the CPU only")
+                };
+                Ok(f(
+                    crate::ops::contiguous_f32(cpu, layout, "transformer")?,
+                    None,
+                ))
+            }
+            Act::Pending { data, map, .. } => Ok(f(data, map.as_ref())),
+        }
+    }
+}
+
+/// `a + b` of two CPU f32 tensors of the same shape, into a new buffer.
+fn act_sum(a: &Tensor, b: &Tensor) -> Result<Vec<f32>> {
+    use rayon::prelude::*;
+    if a.dims() != b.dims() {
+        bail!("TransformerNet: residual {:?} + {:?}", a.dims(), b.dims())
+    }
+    Act::Tensor(a.clone()).with_data(|a, _| {
+        Act::Tensor(b.clone()).with_data(|b, _| {
+            let mut out = vec![0f32; a.len()];
+            out.par_chunks_mut(1 << 14)
+                .zip(a.par_chunks(1 << 14).zip(b.par_chunks(1 << 14)))
+                .for_each(|(o, (a, b))| {
+                    for ((o, a), b) in o.iter_mut().zip(a).zip(b) {
+                        *o = a + b;
+                    }
+                });
+            out
+        })
+    })?
+}
+
+/// The elements of a small tensor (weights, norm parameters).
+fn values(t: &Tensor) -> Result<Vec<f32>> {
+    t.flatten_all()?.to_vec1::<f32>()
+}
+
 /// A feed-forward style transform network (see the module docs).
 pub struct TransformerNet {
     spec: ArchSpec,
@@ -413,13 +507,135 @@ impl TransformerNet {
         if (ph, pw) != (h, w) {
             x = pad_reflect(&x, [top, ph - h - top, left, pw - w - left])?;
         }
-        for layer in &self.layers {
-            x = layer.forward(&x)?;
+        if self.inference_path(&x) {
+            x = self.forward_inference(x)?;
+        } else {
+            for layer in &self.layers {
+                x = layer.forward(&x)?;
+            }
+            x = kernels::unit_tanh(&x)?;
         }
         if (ph, pw) != (h, w) {
-            x = x.narrow(2, top, h)?.narrow(3, left, w)?;
+            x = x.narrow(2, top, h)?.narrow(3, left, w)?.contiguous()?;
         }
-        kernels::unit_tanh(&x)
+        Ok(x)
+    }
+
+    /// Whether [`Self::forward_inference`] may run: f32 on the CPU, and no
+    /// gradient wanted (neither the input nor any weight tracks one, as in
+    /// the effects, which load trained weights as plain tensors; training's
+    /// weights are `Var`s). The fused layers of that path have no backward,
+    /// so anything that may be differentiated takes the op-by-op path.
+    fn inference_path(&self, x: &Tensor) -> bool {
+        if !(self.device.is_cpu() && self.dtype == DType::F32) || x.track_op() {
+            return false;
+        }
+        let convs = |c: &Conv| c.weight.track_op() || c.bias.as_ref().is_some_and(|b| b.track_op());
+        let norms = |n: &Norm| n.weight.track_op() || n.bias.as_ref().is_some_and(|b| b.track_op());
+        !self.layers.iter().any(|l| match l {
+            Layer::Conv { conv, norm } | Layer::Up { conv, norm } => convs(conv) || norms(norm),
+            Layer::Residual {
+                conv1,
+                norm1,
+                conv2,
+                norm2,
+            } => convs(conv1) || norms(norm1) || convs(conv2) || norms(norm2),
+            Layer::Output { conv } => convs(conv),
+        })
+    }
+
+    /// The forward without autograd, for inference on the CPU: the thin 3x3
+    /// layers (few channels: the `fast` network's full-resolution ones) run
+    /// as fused direct convolutions ([`crate::ops::direct`]): reflection
+    /// padding, upsampling and the previous layer's instance norm + ReLU
+    /// are applied as the input is read, the statistics of the next norm
+    /// are gathered as the output is written, and the last layer applies
+    /// its bias and `(tanh + 1) / 2` in place. Everything else (Winograd
+    /// residual blocks, wide or large-kernel layers) runs op by op as in
+    /// training. Same numbers as the op-by-op path to about 1e-6.
+    fn forward_inference(&self, x: Tensor) -> Result<Tensor> {
+        let mut act = Act::Tensor(x);
+        for layer in &self.layers {
+            let [n, cin, h, w] = act.dims()?;
+            let (conv, norm, upsample) = match layer {
+                Layer::Conv { conv, norm } => (conv, Some(norm), false),
+                Layer::Up { conv, norm } => (conv, Some(norm), true),
+                Layer::Output { conv } => (conv, None, false),
+                Layer::Residual {
+                    conv1,
+                    norm1,
+                    conv2,
+                    norm2,
+                } => {
+                    // Winograd convolutions as in training; only the sum is
+                    // done here, on rayon, rather than by candle's
+                    // elementwise add (whose worker pool spins while it
+                    // waits, stealing the CPU from the other threads).
+                    let t = act.into_tensor(&self.device)?;
+                    let y = norm1.forward(&conv1.forward(&t)?, true)?;
+                    let y = norm2.forward(&conv2.forward(&y)?, false)?;
+                    let data = act_sum(&t, &y)?;
+                    act = Act::Pending {
+                        data,
+                        dims: [n, cin, h, w],
+                        map: None,
+                    };
+                    continue;
+                }
+            };
+            let (cout, _, kh, kw) = conv.weight.dims4()?;
+            let g = DirectGeom {
+                n,
+                cin,
+                h,
+                w,
+                cout,
+                stride: conv.stride,
+                upsample,
+            };
+            if !(kh == 3 && kw == 3 && g.valid() && DirectGeom::pays(cin, cout)) {
+                let t = act.into_tensor(&self.device)?;
+                let y = layer.forward(&t)?;
+                act = Act::Tensor(if norm.is_none() {
+                    kernels::unit_tanh(&y)?
+                } else {
+                    y
+                });
+                continue;
+            }
+            let weight = values(&conv.weight)?;
+            let (oh, ow) = g.out_hw();
+            let dims = [n, cout, oh, ow];
+            act = match norm {
+                Some(norm) => {
+                    let gamma = values(&norm.weight)?;
+                    let beta = norm.bias.as_ref().map(values).transpose()?;
+                    let epilogue = Epilogue::Norm {
+                        gamma: &gamma,
+                        beta: beta.as_deref(),
+                        eps: NORM_EPS,
+                    };
+                    let (data, map) =
+                        act.with_data(|x, m| direct::conv3x3(x, m, &weight, epilogue, &g))?;
+                    Act::Pending { data, dims, map }
+                }
+                None => {
+                    let Some(bias) = conv.bias.as_ref() else {
+                        bail!("TransformerNet: the output convolution has no bias")
+                    };
+                    let bias = values(bias)?;
+                    let (data, _) = act.with_data(|x, m| {
+                        direct::conv3x3(x, m, &weight, Epilogue::BiasUnitTanh(&bias), &g)
+                    })?;
+                    Act::Pending {
+                        data,
+                        dims,
+                        map: None,
+                    }
+                }
+            };
+        }
+        act.into_tensor(&self.device)
     }
 }
 

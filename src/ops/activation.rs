@@ -84,6 +84,30 @@ impl CustomOp2 for UnitTanhBackward {
     }
 }
 
+/// `(tanh(v) + 1) / 2` in place, on the calling thread (the direct
+/// convolution's output epilogue, `ops::direct`).
+pub(crate) fn unit_tanh_inplace(v: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 and FMA (checked above).
+        return unsafe { inplace_avx2(v) };
+    }
+    inplace_body(v)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn inplace_avx2(v: &mut [f32]) {
+    inplace_body(v)
+}
+
+#[inline(always)]
+fn inplace_body(v: &mut [f32]) {
+    for o in v.iter_mut() {
+        *o = 1.0 / (1.0 + exp(-2.0 * *o));
+    }
+}
+
 fn forward(x: &[f32], y: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {

@@ -10,6 +10,8 @@
 //! *input image* on every step, so that backward dominates their run time.
 //!
 //! How it is fast: each convolution takes one of three paths.
+//! (Inference of the transform networks' thin 3x3 layers bypasses this op:
+//! see `ops::direct`, a fused forward-only convolution.)
 //!
 //! * **Winograd** (`ops::winograd`) for stride-1 3x3 kernels with at
 //!   least 16 input and output channels (VGG19 past its first layer, the

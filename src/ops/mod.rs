@@ -4,6 +4,7 @@
 
 pub mod activation;
 pub mod conv2d;
+pub mod direct;
 pub mod instance_norm;
 pub mod pool;
 pub mod reflection_pad;
