@@ -36,6 +36,8 @@ BENCHMARKS = (
     "vgg_fwd_relu5_1_640x480",
     "vgg_fwd_bwd_relu4_1_640x480",
     "dream_step_640x480",
+    "dream_frame_640x480",
+    "dream_frame_carried_640x480",
     "gatys_512_100",
     "johnson_fwd_640x480",
     "johnson_fwd_256x256",
@@ -311,6 +313,93 @@ def bench_dream_step(vgg, args):
     return {"runs": time_runs(args.repeat or 5, run)}
 
 
+# DreamConfig::preset("medium") of src/effects/dream.rs, the default of
+# `stylestream dream` on images and video.
+DREAM_MEDIUM = dict(layer="relu4_2", octaves=4, octave_scale=1.4, steps=10, step_size=1.5,
+                    jitter=32)
+DREAM_MIN_OCTAVE_SIDE = 32
+DREAM_CARRY = 0.5  # StreamConfig::default().carry (src/effects/dream_stream.rs)
+
+
+def dream_octave_sizes(h, w, octaves, scale):
+    """Dream::octave_sizes: smallest first, ending with (h, w)."""
+    sizes = [(h, w)]
+    for i in range(1, octaves):
+        f = scale**i
+        oh, ow = round(h / f), round(w / f)
+        if min(oh, ow) < DREAM_MIN_OCTAVE_SIDE:
+            break
+        sizes.append((oh, ow))
+    return sizes[::-1]
+
+
+def dream_resize(x, h, w):
+    if tuple(x.shape[2:]) == (h, w):
+        return x
+    return F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+
+
+def dream_steps(vgg, frame, steps, gen, cfg=DREAM_MEDIUM):
+    """Dream::dream_steps on an RGB 0..1 frame (1,3,H,W): octaves smallest
+    first, each step a jittered (torch.roll) gradient of mean(act^2) at the
+    layer, normalised by its mean |g|, clamped to the pixel range; the
+    detail gained is carried up to the next octave."""
+    _, _, h, w = frame.shape
+    base = to_vgg_input(frame)
+    mean = torch.tensor(BGR_MEAN).view(1, 3, 1, 1)
+    lo, hi = -mean, 255.0 - mean
+    detail = None
+    x = base
+    layer, j = cfg["layer"], cfg["jitter"]
+    for oh, ow in dream_octave_sizes(h, w, cfg["octaves"], cfg["octave_scale"]):
+        octave_base = dream_resize(base, oh, ow)
+        x = octave_base if detail is None else octave_base + dream_resize(detail, oh, ow)
+        for _ in range(steps):
+            oy, ox = (torch.randint(-j, j + 1, (2,), generator=gen).tolist() if j > 0 else (0, 0))
+            shifted = x.roll((oy, ox), (2, 3)).requires_grad_(True)
+            a = vgg(shifted, [layer])[layer]
+            (g,) = torch.autograd.grad((a**2).mean(), shifted)
+            with torch.no_grad():
+                g = g.roll((-oy, -ox), (2, 3))
+                x = x + g * (cfg["step_size"] / (g.abs().mean() + 1e-8))
+                x = torch.maximum(torch.minimum(x, hi), lo)
+        detail = x - octave_base
+    rgb = (x + mean).flip(1) / 255.0
+    return rgb.clamp(0.0, 1.0)
+
+
+def bench_dream_frame(vgg, args):
+    # No warm-up run, as benches/perf.rs: a frame is ~40 steps, and the
+    # median drops a cold first run.
+    frame = torch.rand(1, 3, 480, 640)
+    gen = torch.Generator().manual_seed(args.seed)
+
+    def run():
+        dream_steps(vgg, frame, DREAM_MEDIUM["steps"], gen)
+
+    return {"runs": time_runs(args.repeat or 5, run, warmup=0)}
+
+
+def bench_dream_frame_carried(vgg, args):
+    # DreamStream::next_frame on a frame after a non-cut one: start from the
+    # frame plus carry x the previous dream's detail, round(steps x (1 -
+    # carry)) steps per octave. The warm-up is the stream's first, full frame.
+    frame = torch.rand(1, 3, 480, 640)
+    gen = torch.Generator().manual_seed(args.seed)
+    refine = max(1, round(DREAM_MEDIUM["steps"] * (1 - DREAM_CARRY)))
+    state = {}
+
+    def run():
+        if "out" not in state:
+            out = dream_steps(vgg, frame, DREAM_MEDIUM["steps"], gen)
+        else:
+            start = (frame + (state["out"] - state["in"]) * DREAM_CARRY).clamp(0.0, 1.0)
+            out = dream_steps(vgg, start, refine, gen)
+        state["in"], state["out"] = frame, out
+
+    return {"runs": time_runs(args.repeat or 5, run)}
+
+
 def gatys_images(args):
     """(content RGB 1x3x384x512, style RGB 1x3xHxW) in 0..1."""
     if args.images == "random":
@@ -450,6 +539,8 @@ RUNNERS = {
     "vgg_fwd_relu5_1_640x480": bench_fwd_relu5_1,
     "vgg_fwd_bwd_relu4_1_640x480": bench_fwd_bwd_relu4_1,
     "dream_step_640x480": bench_dream_step,
+    "dream_frame_640x480": bench_dream_frame,
+    "dream_frame_carried_640x480": bench_dream_frame_carried,
     "gatys_512_100": bench_gatys,
     "johnson_fwd_640x480": bench_transform_fwd("johnson", 480, 640),
     "johnson_fwd_256x256": bench_transform_fwd("johnson", 256, 256),
@@ -458,6 +549,7 @@ RUNNERS = {
     "train_step_fast_256_b2": bench_train_step("fast", 2, 256),
 }
 NEEDS_VGG = {"vgg_fwd_relu5_1_640x480", "vgg_fwd_bwd_relu4_1_640x480", "dream_step_640x480",
+             "dream_frame_640x480", "dream_frame_carried_640x480",
              "gatys_512_100", "train_step_256_b1", "train_step_fast_256_b2"}
 
 

@@ -87,10 +87,21 @@ def train_step_flops(arch, batch, size):
     return batch * (net + vgg)
 
 
+def dream_frame_flops(h, w, steps, octaves=4, scale=1.4, layer="relu4_2"):
+    """A frame of Dream::dream_steps: every octave (Dream::octave_sizes)
+    takes `steps` forward + backward passes to `layer`."""
+    sizes = [(h, w)] + [(round(h / scale**i), round(w / scale**i)) for i in range(1, octaves)]
+    sizes = [(a, b) for a, b in sizes if min(a, b) >= 32]
+    return steps * sum(2 * vgg_forward_flops(a, b, layer) for a, b in sizes)
+
+
 WORK = {
     "vgg_fwd_relu5_1_640x480": vgg_forward_flops(480, 640, "relu5_1"),
     "vgg_fwd_bwd_relu4_1_640x480": 2 * vgg_forward_flops(480, 640, "relu4_1"),
     "dream_step_640x480": 2 * vgg_forward_flops(480, 640, "relu4_1"),
+    # preset medium: relu4_2, 4 octaves x 10 steps; carried (--carry 0.5): 5 steps
+    "dream_frame_640x480": dream_frame_flops(480, 640, 10),
+    "dream_frame_carried_640x480": dream_frame_flops(480, 640, 5),
     "gatys_512_100": 100 * 2 * vgg_forward_flops(384, 512, "relu5_1"),
     "johnson_fwd_640x480": net_forward_flops("johnson", 480, 640),
     "johnson_fwd_256x256": net_forward_flops("johnson", 256, 256),

@@ -13,6 +13,8 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarBuilder;
+use stylestream::effects::dream::{Dream, DreamConfig};
+use stylestream::effects::dream_stream::{DreamStream, StreamConfig};
 use stylestream::effects::gatys::{Gatys, GatysConfig};
 use stylestream::models::{preset, TransformerNet};
 use stylestream::optim::{Adam, AdamConfig};
@@ -91,6 +93,16 @@ fn max_rss_mb() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// The 1-minute load average (other work on the machine slows timings).
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// A transform network (preset `arch`) with seeded random weights: plain
 /// tensors for inference, or `Var`s (returned too) for training.
 fn transform_net(arch: &str, trainable: bool) -> (TransformerNet, Vec<(String, Var)>) {
@@ -157,6 +169,8 @@ fn main() {
     };
     let mut results: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut rss: BTreeMap<String, f64> = BTreeMap::new();
+    // 1-min load average before and after, for the long dream benchmarks.
+    let mut load: BTreeMap<String, (Option<f64>, Option<f64>)> = BTreeMap::new();
 
     if wanted("matmul_2048") {
         // The machine's limit: what the GEMM kernel reaches on a big square product.
@@ -220,6 +234,47 @@ fn main() {
         });
         results.insert(name.into(), runs);
     }
+    if wanted("dream_frame_640x480") {
+        // One 640x480 frame of `stylestream dream` with its default preset
+        // (medium: relu4_2, 4 octaves x 10 steps, scale 1.4, step 1.5,
+        // jitter 32 with seed 0, tile 640 so the frame is one tile), all of
+        // it: octave resizes, jittered normalised steps, detail carried up.
+        // No warm-up run: a frame is ~40 steps, and the median of the runs
+        // drops a cold first one.
+        let frame = Tensor::rand(0f32, 1., (1, 3, 480, 640), &Device::Cpu).unwrap();
+        let config = DreamConfig::preset("medium").unwrap();
+        let mut dream = Dream::new(vgg(), config).unwrap();
+        let before = load_average();
+        let runs: Vec<f64> = (0..opts.repeat)
+            .map(|_| {
+                let t = Instant::now();
+                dream.dream(&frame).unwrap();
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        load.insert("dream_frame_640x480".into(), (before, load_average()));
+        results.insert("dream_frame_640x480".into(), runs);
+        rss.extend(max_rss_mb().map(|m| ("dream_frame_640x480".to_string(), m)));
+    }
+    if wanted("dream_frame_carried_640x480") {
+        // The same preset on a video with the default --carry 0.5: a frame
+        // that follows another (no scene cut) starts from the previous
+        // dream's detail and gets round(10 x (1 - 0.5)) = 5 steps per
+        // octave. The warm-up is the stream's first, full frame.
+        let frame = Tensor::rand(0f32, 1., (1, 3, 480, 640), &Device::Cpu).unwrap();
+        let dream = Dream::new(vgg(), DreamConfig::preset("medium").unwrap()).unwrap();
+        let mut stream = DreamStream::new(dream, StreamConfig::default());
+        let before = load_average();
+        let runs = time_runs(opts.repeat, || {
+            stream.next_frame(&frame).unwrap();
+        });
+        assert_eq!(stream.cuts(), 0);
+        load.insert(
+            "dream_frame_carried_640x480".into(),
+            (before, load_average()),
+        );
+        results.insert("dream_frame_carried_640x480".into(), runs);
+    }
     if wanted("gatys_512_100") {
         let content = Tensor::rand(0f32, 1., (1, 3, 384, 512), &Device::Cpu).unwrap();
         let style = Tensor::rand(0f32, 1., (1, 3, 512, 512), &Device::Cpu).unwrap();
@@ -246,6 +301,10 @@ fn main() {
             "runs": runs,
             "threads": rayon::current_num_threads(),
         });
+        if let Some((before, after)) = load.get(name) {
+            entry["load_before"] = serde_json::json!(before);
+            entry["load_after"] = serde_json::json!(after);
+        }
         if let Some(mb) = rss.get(name) {
             entry["max_rss_mb"] = serde_json::json!(mb);
         }

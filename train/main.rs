@@ -143,8 +143,11 @@ struct Args {
     dream_layers: String,
 
     /// Weight of the dream term (mean square activation of the dream
-    /// layers; ~6e5 for relu4_2 on a photo).
-    #[arg(long, default_value_t = 1.0)]
+    /// layers; ~3-6e5 for relu4_2 on a photo). 10 was chosen for relu4_2
+    /// with the default content weight from short runs (CALIBRATION.txt):
+    /// at 1-3 the dream stays invisible under the content loss, at 30 the
+    /// network collapses to one texture of eyes; relu3_3 wants ~18.
+    #[arg(long, default_value_t = 10.0)]
     dream_weight: f64,
 
     /// VGG19's pooling.

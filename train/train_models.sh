@@ -62,9 +62,15 @@ johnson() {
   done
 }
 
+# Dream weights per layer from CALIBRATION.txt (100-iteration runs judged on
+# the validation grids): below them the dream is invisible, at 3x they
+# collapse to one texture.
 dream() {
-  for layer in relu4_2 relu3_3; do
+  local layer_weight layer weight
+  for layer_weight in relu4_2:10 relu3_3:18; do
+    layer="${layer_weight%%:*}" weight="${layer_weight#*:}"
     train "dream_$layer" --arch fast --objective dream --dream-layers "$layer" \
+      --dream-weight "$weight" \
       --image-size 256 --batch-size 2 --iterations 800 --learning-rate 5e-3 \
       --content-weight 150 --checkpoint-every 100
   done
