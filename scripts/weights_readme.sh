@@ -14,10 +14,28 @@ for m in weights/*.safetensors; do
   name=$(basename "${m%.safetensors}")
   target/release/stylestream stylize --input docs/images/friday_frame.jpg \
     --output "weights/pictures/$name.jpg" --model "$m" --size 320 >/dev/null
+  # A dream model is shown beside the iterative dream of the same layer on
+  # the same frame (`stylestream dream`, medium preset, fixed seed): what
+  # the network learned to do in one pass against what 40 gradient steps do.
+  layers=$(python3 - "$m" <<'PY'
+import json, struct, sys
+with open(sys.argv[1], "rb") as f:
+    n = struct.unpack("<Q", f.read(8))[0]
+    m = json.loads(f.read(n)).get("__metadata__", {})
+if m.get("stylestream.objective") == "dream":
+    c = json.loads(m.get("stylestream.training", "{}")).get("config", {})
+    print(",".join(c.get("dream_layers", [])))
+PY
+)
+  if [[ -n "$layers" ]]; then
+    target/release/stylestream dream --input docs/images/friday_frame.jpg \
+      --output "weights/pictures/${name}_iterative.jpg" --layers "$layers" --size 320 \
+      --seed 0 >/dev/null
+  fi
 done
 python3 - > weights/README.md <<'PY'
 import glob, json, os, struct
-machine = "2-core AMD EPYC (AVX-512), CPU only"
+machine = "2-core AMD EPYC (AVX2, FMA), CPU only"
 def meta(path):
     with open(path, "rb") as f:
         n = struct.unpack("<Q", f.read(8))[0]
@@ -51,17 +69,25 @@ for path in sorted(glob.glob("weights/*.safetensors")):
     print("| | |\n|---|---|")
     rows = [
         ("objective", m.get("stylestream.objective")),
-        ("style", m.get("stylestream.style")),
+        ("style", m.get("stylestream.style") if m.get("stylestream.objective") != "dream" else "none (DeepDream objective)"),
         ("preset", f"`{m.get('stylestream.preset')}` (`{m.get('stylestream.arch')}`)"),
         ("iterations", t.get("iterations")),
         ("images seen", f"{t.get('images_seen')} ({c.get('image_size')} px crops, batch {c.get('batch_size')})"),
         ("training time", f"{secs / 3600:.2f} h on {machine}"),
-        ("losses (weights)", f"content {c.get('content_layers')} x{c.get('content_weight')}, style {c.get('style_layers')} x{c.get('style_weight')}, tv x{c.get('tv_weight')}" + (f", dream {c.get('dream_layers')} x{c.get('dream_weight')}" if m.get('stylestream.objective') == 'dream' else "")),
+        ("losses (weights)", f"content {c.get('content_layers')} x{c.get('content_weight')}, "
+            + (f"dream {c.get('dream_layers')} x{c.get('dream_weight')}" if m.get('stylestream.objective') == 'dream'
+               else f"style {c.get('style_layers')} x{c.get('style_weight')}") + f", tv x{c.get('tv_weight')}"),
         ("optimiser", f"Adam, lr {c.get('learning_rate')} decaying to x{c.get('lr_decay')}, seed {c.get('seed')}"),
         ("final validation losses (8 photos, weighted)", ", ".join(f"{k} {v[k]:.4g}" for k in ("content", "style", "dream", "tv", "total") if k in v and v[k])),
     ]
     for k, val in rows:
         print(f"| {k} | {val} |")
-    print(f"\n![{name}](pictures/{name}.jpg)\n")
+    if m.get("stylestream.objective") == "dream":
+        layers = ",".join(c.get("dream_layers", []))
+        print(f"\n| this network, one pass | iterative DeepDream of {layers} (`stylestream dream --layers {layers} --size 320`, medium preset) |")
+        print("|---|---|")
+        print(f"| ![{name}](pictures/{name}.jpg) | ![{name} iterative](pictures/{name}_iterative.jpg) |\n")
+    else:
+        print(f"\n![{name}](pictures/{name}.jpg)\n")
 PY
 echo "wrote weights/README.md"

@@ -303,3 +303,74 @@ fn bad_training_input_is_a_clear_error() {
     assert_fails(&st, "not a stylestream model");
     assert!(!dir.path().join("o.png").exists());
 }
+
+/// A dream network (`--objective dream`): the dream term rises as it
+/// trains, the model file says what it is, and it paints a video through
+/// `stylestream stylize` like any style network (every frame kept).
+#[test]
+fn a_dream_model_trains_round_trips_and_converts_a_video() {
+    let dir = tempfile::tempdir().unwrap();
+    let (content, painting) = data(dir.path());
+    let mut cfg = config(&content, &painting, 12);
+    cfg.objective = Objective::Dream;
+    cfg.style_image = None;
+    cfg.style_name = "dream".into();
+    cfg.dream_layers = vec!["relu3_1".into()];
+    cfg.dream_weight = 5.0;
+    cfg.checkpoint_every = 12;
+    cfg.lr_decay = 1.0;
+    let opts = options(dir.path(), "dream_relu3_1", false, false);
+    train(&cfg, &opts).unwrap();
+
+    let log = std::fs::read_to_string(opts.checkpoint_dir.join("log.jsonl")).unwrap();
+    let dream: Vec<f64> = log
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["train"]["dream"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect();
+    let (first, last) = (
+        dream[..3].iter().sum::<f64>(),
+        dream[dream.len() - 3..].iter().sum::<f64>(),
+    );
+    assert!(last < first, "the dream term did not grow: {dream:?}");
+
+    let info = read_model_info(&opts.output).unwrap();
+    assert_eq!(info.objective, "dream");
+    assert_eq!(info.training["config"]["dream_layers"][0], "relu3_1");
+
+    // A 12-frame clip through the video path.
+    let clip = dir.path().join("clip.mp4");
+    let made = Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=64x48:rate=12:duration=1",
+        ])
+        .args(["-pix_fmt", "yuv420p", "-c:v", "libx264"])
+        .arg(&clip)
+        .status();
+    let Ok(made) = made else {
+        eprintln!("no ffmpeg CLI; video part skipped");
+        return;
+    };
+    assert!(made.success());
+    let painted = dir.path().join("dreamed.mp4");
+    let out = Command::new(env!("CARGO_BIN_EXE_stylestream"))
+        .args(["stylize", "--input", s(&clip), "--output", s(&painted)])
+        .args(["--model", s(&opts.output)])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = stylestream::video::VideoSource::open(&painted).unwrap();
+    assert_eq!(v.info().frames, Some(12));
+}

@@ -143,11 +143,11 @@ struct Args {
     dream_layers: String,
 
     /// Weight of the dream term (mean square activation of the dream
-    /// layers; ~3-6e5 for relu4_2 on a photo). 10 was chosen for relu4_2
-    /// with the default content weight from short runs (CALIBRATION.txt):
-    /// at 1-3 the dream stays invisible under the content loss, at 30 the
-    /// network collapses to one texture of eyes; relu3_3 wants ~18.
-    #[arg(long, default_value_t = 10.0)]
+    /// layers; ~3-6e5 for relu4_2 on a photo). The range is narrow
+    /// (train/dream_calibration.md): with the default content weight,
+    /// relu4_2 at 4 dreams and stays stable over 400 iterations, at 10 the
+    /// network collapses to one texture of eyes within 100; relu3_3 takes ~8.
+    #[arg(long, default_value_t = 4.0)]
     dream_weight: f64,
 
     /// VGG19's pooling.

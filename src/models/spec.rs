@@ -43,7 +43,7 @@ pub const RGB_CHANNELS: usize = 3;
 pub const JOHNSON_SPEC: &str = "c9s1-32,d64,d128,R128,R128,R128,R128,R128,u64,u32,c9s1-3";
 
 /// A network designed for live 640x480 video at 24 frames/s on a 2-core
-/// AVX-512 CPU: 2.74 GFLOP per 640x480 frame (4,464 multiply-adds per
+/// AVX2 CPU: 2.74 GFLOP per 640x480 frame (4,464 multiply-adds per
 /// pixel), 34x less than [`JOHNSON_SPEC`], 46,275 parameters.
 ///
 /// Why this size. At 24 frames/s a frame has 41.7 ms. Such a CPU runs large

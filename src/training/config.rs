@@ -56,9 +56,10 @@ pub struct TrainConfig {
     pub style_weight: f64,
     pub tv_weight: f64,
     pub dream_layers: Vec<String>,
-    /// Weight of the dream term. `stylestream-train` defaults to 10, chosen
-    /// for relu4_2 with content weight 150 from short trainings (see
-    /// CALIBRATION.txt: 1-3 invisible, 30 collapses); relu3_3 takes ~18.
+    /// Weight of the dream term. `stylestream-train` defaults to 4, chosen
+    /// for relu4_2 with content weight 150 (train/dream_calibration.md:
+    /// stable over 400 iterations; 10 collapses to one texture); relu3_3
+    /// takes ~8.
     pub dream_weight: f64,
     /// VGG19 pooling (`max` or `avg`).
     pub pooling: String,
