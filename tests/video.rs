@@ -1186,8 +1186,14 @@ fn throughput_on_car_detection() {
     );
 
     let spec = stylestream::models::preset(&arch).expect("ARCH is johnson or fast");
-    let varmap = candle_nn::VarMap::new();
-    let vb = candle_nn::VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &device);
+    // Plain (untracked) weights, as a loaded model file has: the network
+    // then takes its inference path, as `stylize --model` does.
+    let params: std::collections::HashMap<String, Tensor> =
+        stylestream::training::init::initial_parameters(&spec, 1, &device)
+            .unwrap()
+            .into_iter()
+            .collect();
+    let vb = candle_nn::VarBuilder::from_tensors(params, candle_core::DType::F32, &device);
     let net = stylestream::models::TransformerNet::new(&spec, vb).unwrap();
     let mut effect = Network { net };
 
