@@ -587,8 +587,22 @@ fn command_line_errors() {
     let dir = tempfile::tempdir().unwrap();
     let model = random_model(dir.path());
     let model = model.to_str().unwrap();
-    let clip =
-        common::shared_data("video/friday.mp4").unwrap_or_else(|| PathBuf::from("missing.mp4"));
+    // A short clip made here, so the test needs no shared data.
+    let clip = dir.path().join("clip.mp4");
+    let made = Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=160x120:rate=30:duration=2",
+        ])
+        .args(["-pix_fmt", "yuv420p", "-c:v", "libx264"])
+        .arg(&clip)
+        .status()
+        .expect("the ffmpeg CLI (scripts/setup.sh installs it)");
+    assert!(made.success());
     let clip = clip.to_str().unwrap();
 
     let out = stylestream(&["stylize", "--input", clip, "--realtime", "--model", model]);
