@@ -589,18 +589,7 @@ fn command_line_errors() {
     let model = model.to_str().unwrap();
     // A short clip made here, so the test needs no shared data.
     let clip = dir.path().join("clip.mp4");
-    let made = Command::new("ffmpeg")
-        .args([
-            "-v",
-            "error",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=160x120:rate=30:duration=2",
-        ])
-        .args(["-pix_fmt", "yuv420p", "-c:v", "libx264"])
-        .arg(&clip)
-        .status()
+    let made = common::testsrc_clip(&clip, "160x120", 30, 2)
         .expect("the ffmpeg CLI (scripts/setup.sh installs it)");
     assert!(made.success());
     let clip = clip.to_str().unwrap();

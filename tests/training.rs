@@ -343,18 +343,7 @@ fn a_dream_model_trains_round_trips_and_converts_a_video() {
 
     // A 12-frame clip through the video path.
     let clip = dir.path().join("clip.mp4");
-    let made = Command::new("ffmpeg")
-        .args([
-            "-v",
-            "error",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=64x48:rate=12:duration=1",
-        ])
-        .args(["-pix_fmt", "yuv420p", "-c:v", "libx264"])
-        .arg(&clip)
-        .status();
+    let made = common::testsrc_clip(&clip, "64x48", 12, 1);
     let Ok(made) = made else {
         eprintln!("no ffmpeg CLI; video part skipped");
         return;

@@ -1,7 +1,8 @@
 //! Helpers shared by integration tests.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
 
 use candle_core::{Device, Tensor};
 use stylestream::vgg::{weights::resolve_vgg_path, Pooling, Vgg19};
@@ -94,4 +95,22 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         .unwrap()
         .to_scalar()
         .unwrap()
+}
+
+/// Writes an H.264 clip of FFmpeg's test pattern (`size` like "160x120",
+/// `rate` frames/s, `seconds` long) with the ffmpeg CLI, which
+/// scripts/setup.sh installs, so that tests need no shared data.
+/// Err when the CLI cannot be run.
+pub fn testsrc_clip(
+    path: &Path,
+    size: &str,
+    rate: u32,
+    seconds: u32,
+) -> std::io::Result<ExitStatus> {
+    let source = format!("testsrc=size={size}:rate={rate}:duration={seconds}");
+    Command::new("ffmpeg")
+        .args(["-v", "error", "-f", "lavfi", "-i", &source])
+        .args(["-pix_fmt", "yuv420p", "-c:v", "libx264"])
+        .arg(path)
+        .status()
 }
