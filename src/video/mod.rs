@@ -42,6 +42,7 @@ pub mod container;
 pub mod frame;
 pub mod interrupt;
 pub mod pipeline;
+pub mod priority;
 pub mod scale;
 pub mod sink;
 pub mod source;

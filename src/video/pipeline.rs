@@ -32,6 +32,7 @@ use ffmpeg_next::Packet;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::frame::{frames_to_tensor, tensor_to_frames, PlanarFrame};
+use super::priority::{self, ThreadSnapshot};
 use super::sink::{open_sink, EncodeOptions, Finished, FrameSink, OutputTarget, SinkGeometry};
 use super::source::{DecodeSettings, DecodedFrame, SourceItem, SourceStats, VideoInfo};
 use super::{is_url, VideoSource};
@@ -236,6 +237,9 @@ pub fn convert(
             options.strength
         );
     }
+    // See `priority`: on the CPU the codecs give way to the effect.
+    let codecs_yield = options.device.is_cpu();
+    let before_codecs = ThreadSnapshot::now();
     let source = VideoSource::open(input)?;
     let info = source.info().clone();
     let (dw, dh) = info.display_size();
@@ -262,6 +266,9 @@ pub fn convert(
         turns,
     };
     let plan = open_sink(&target, &source, &geometry, &options.encode)?;
+    if codecs_yield {
+        before_codecs.yield_new_threads();
+    }
     let settings = DecodeSettings {
         width: sw,
         height: sh,
@@ -344,10 +351,19 @@ pub fn convert(
     let (decoded, painted, written) = std::thread::scope(|s| {
         let cancel_d = &cancel;
         let settings = &settings;
-        let decode =
-            s.spawn(move || source.run(settings, cancel_d, |item| src_tx.send(item).is_ok()));
+        let decode = s.spawn(move || {
+            if codecs_yield {
+                priority::yield_this_thread();
+            }
+            source.run(settings, cancel_d, |item| src_tx.send(item).is_ok())
+        });
         let bar_e = bar.clone();
-        let encode = s.spawn(move || write_loop(sink, sink_rx, &bar_e));
+        let encode = s.spawn(move || {
+            if codecs_yield {
+                priority::yield_this_thread();
+            }
+            write_loop(sink, sink_rx, &bar_e)
+        });
         let painted = paint_loop(src_rx, &sink_tx, effects, options, batch, &cancel);
         let decoded = decode
             .join()
