@@ -68,6 +68,7 @@ fn config(content: &Path, painting: &Path, iterations: u64) -> TrainConfig {
         tv_weight: 1.0,
         dream_layers: vec!["relu4_2".into()],
         dream_weight: 1.0,
+        dream_loss: Default::default(),
         pooling: "max".into(),
         checkpoint_every: 4,
     }
@@ -362,4 +363,71 @@ fn a_dream_model_trains_round_trips_and_converts_a_video() {
     );
     let v = stylestream::video::VideoSource::open(&painted).unwrap();
     assert_eq!(v.info().frames, Some(12));
+}
+
+/// `--dream-loss log` pulls exactly like `linear` where the output's
+/// activations are the photo's (same gradient; the term itself is 0
+/// there), and less once the dream has doubled their energy: the reason it
+/// exists (a linear dream term runs away at strong weights).
+#[test]
+fn the_log_dream_loss_pulls_like_linear_at_the_photo_and_less_past_it() {
+    use candle_core::Var;
+    use stylestream::training::objective::{DreamTerm, PerceptualObjective};
+    use stylestream::training::DreamLoss;
+    use stylestream::vgg::{parse_layer_list, Pooling, Vgg19};
+
+    let device = Device::Cpu;
+    let vgg = Vgg19::load(&resolve_vgg_path(None), &device, Pooling::Max).unwrap();
+    let layers = parse_layer_list("relu3_1").unwrap();
+    let photo = Tensor::rand(0f32, 1f32, (1, 3, 40, 48), &device).unwrap();
+    let objective = |loss| {
+        let term = DreamTerm {
+            layers: layers.clone(),
+            weight: 1.0,
+            loss,
+        };
+        PerceptualObjective::dream(&vgg, (&layers, 0.0), term, 0.0).unwrap()
+    };
+    // (dream term, its gradient) at `output`.
+    let dream_at = |loss, output: &Tensor| {
+        let x = Var::from_tensor(output).unwrap();
+        let terms = objective(loss).evaluate(x.as_tensor(), &photo).unwrap();
+        let d = terms.dream.unwrap();
+        let grads = d.backward().unwrap();
+        let g = grads.get(x.as_tensor()).unwrap().clone();
+        (d.to_scalar::<f32>().unwrap(), g)
+    };
+    let norm = |t: &Tensor| {
+        t.sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+            .sqrt()
+    };
+
+    let (log_value, log_grad) = dream_at(DreamLoss::Log, &photo);
+    let (_, linear_grad) = dream_at(DreamLoss::Linear, &photo);
+    assert!(log_value.abs() < 1e-3, "log term at the photo: {log_value}");
+    let diff = norm(&(&log_grad - &linear_grad).unwrap());
+    assert!(
+        diff < 1e-3 * norm(&linear_grad),
+        "gradients differ at the photo: {diff} vs {}",
+        norm(&linear_grad)
+    );
+
+    // Brighter, more contrasted input: more energy at relu3_1.
+    let boosted = ((&photo - 0.5).unwrap() * 3.0)
+        .unwrap()
+        .affine(1.0, 0.5)
+        .unwrap();
+    let (_, log_grad) = dream_at(DreamLoss::Log, &boosted);
+    let (_, linear_grad) = dream_at(DreamLoss::Linear, &boosted);
+    assert!(
+        norm(&log_grad) < 0.8 * norm(&linear_grad),
+        "the log term does not weaken: {} vs {}",
+        norm(&log_grad),
+        norm(&linear_grad)
+    );
 }

@@ -12,7 +12,7 @@ use clap::Parser;
 use stylestream::device::DeviceChoice;
 use stylestream::image_io::check_output_file;
 use stylestream::models::{preset, ArchSpec, PRESETS};
-use stylestream::training::{train, Objective, TrainConfig, TrainOptions, TrainOutcome};
+use stylestream::training::{train, DreamLoss, Objective, TrainConfig, TrainOptions, TrainOutcome};
 use stylestream::vgg::{parse_layer_list, weights::resolve_vgg_path, Pooling};
 
 const LONG_ABOUT: &str = "\
@@ -150,6 +150,14 @@ struct Args {
     #[arg(long, default_value_t = 4.0)]
     dream_weight: f64,
 
+    /// Form of the dream term: linear (minus the mean square activation,
+    /// what the iterative dream climbs; unbounded, so strong weights
+    /// collapse to one texture) or log (the same pull at the photo's
+    /// activation level, weakening as the dream grows, so the content term
+    /// can hold it).
+    #[arg(long, value_enum, default_value_t = DreamLoss::Linear)]
+    dream_loss: DreamLoss,
+
     /// VGG19's pooling.
     #[arg(long, value_enum, default_value_t = Pooling::Max)]
     pooling: Pooling,
@@ -241,6 +249,7 @@ fn run(args: Args) -> Result<()> {
         tv_weight: args.tv_weight,
         dream_layers: canonical_layers(&args.dream_layers)?,
         dream_weight: args.dream_weight,
+        dream_loss: args.dream_loss,
         pooling: match args.pooling {
             Pooling::Max => "max".into(),
             Pooling::Avg => "avg".into(),

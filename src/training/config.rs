@@ -25,6 +25,33 @@ impl Objective {
     }
 }
 
+/// How the dream term grows with the activations it amplifies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DreamLoss {
+    /// Minus the mean square activation, as the iterative dream climbs it.
+    /// Unbounded: past a narrow range of weights the network learns to
+    /// paint one texture everywhere (train/dream_calibration.md). The
+    /// loss of models trained before the choice existed.
+    #[default]
+    Linear,
+    /// Minus the photo's mean square activation times the log of the
+    /// output's over it: the same pull as `linear` where the output's
+    /// activations are the photo's, falling off as they grow (halved at
+    /// twice the energy), so the content term can hold the dream at a
+    /// level instead of losing to it.
+    Log,
+}
+
+impl DreamLoss {
+    pub fn name(self) -> &'static str {
+        match self {
+            DreamLoss::Linear => "linear",
+            DreamLoss::Log => "log",
+        }
+    }
+}
+
 /// Everything `stylestream-train` was asked to do.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TrainConfig {
@@ -61,6 +88,10 @@ pub struct TrainConfig {
     /// stable over 400 iterations; 10 collapses to one texture); relu3_3
     /// takes ~8.
     pub dream_weight: f64,
+    /// The dream term's form (absent in files from before it existed:
+    /// linear).
+    #[serde(default)]
+    pub dream_loss: DreamLoss,
     /// VGG19 pooling (`max` or `avg`).
     pub pooling: String,
     pub checkpoint_every: u64,

@@ -32,5 +32,5 @@ pub mod objective;
 pub mod report;
 pub mod trainer;
 
-pub use config::{Objective, TrainConfig};
+pub use config::{DreamLoss, Objective, TrainConfig};
 pub use trainer::{train, TrainOptions, TrainOutcome};

@@ -15,6 +15,7 @@
 use anyhow::{bail, Result};
 use candle_core::Tensor;
 
+use super::config::DreamLoss;
 use crate::losses::{content_loss, equal_weights, total_variation, StyleTarget};
 use crate::vgg::{Layer, Vgg19};
 
@@ -57,10 +58,21 @@ pub struct PerceptualObjective<'a> {
     content_layers: Vec<Layer>,
     content_weight: f64,
     style: Option<(StyleTarget, f64)>,
-    dream: Option<(Vec<Layer>, f64)>,
+    dream: Option<DreamTerm>,
     tv_weight: f64,
     /// Every layer the output's forward pass must reach.
     output_layers: Vec<Layer>,
+    /// Every layer the photo's forward pass must reach.
+    photo_layers: Vec<Layer>,
+}
+
+/// The dream objective's term: which activations, how strongly, in what
+/// form.
+#[derive(Clone, Debug)]
+pub struct DreamTerm {
+    pub layers: Vec<Layer>,
+    pub weight: f64,
+    pub loss: DreamLoss,
 }
 
 impl<'a> PerceptualObjective<'a> {
@@ -80,41 +92,41 @@ impl<'a> PerceptualObjective<'a> {
         Self::build(vgg, content, Some((target, style.1)), None, tv_weight)
     }
 
-    /// A dream objective: amplify `dream.0` with weight `dream.1`.
+    /// A dream objective: amplify `dream.layers`.
     pub fn dream(
         vgg: &'a Vgg19,
         content: (&[Layer], f64),
-        dream: (&[Layer], f64),
+        dream: DreamTerm,
         tv_weight: f64,
     ) -> Result<Self> {
-        if dream.0.is_empty() {
+        if dream.layers.is_empty() {
             bail!("no dream layers given");
         }
-        Self::build(
-            vgg,
-            content,
-            None,
-            Some((dream.0.to_vec(), dream.1)),
-            tv_weight,
-        )
+        Self::build(vgg, content, None, Some(dream), tv_weight)
     }
 
     fn build(
         vgg: &'a Vgg19,
         content: (&[Layer], f64),
         style: Option<(StyleTarget, f64)>,
-        dream: Option<(Vec<Layer>, f64)>,
+        dream: Option<DreamTerm>,
         tv_weight: f64,
     ) -> Result<Self> {
         let mut output_layers: Vec<Layer> = content.0.to_vec();
+        let mut photo_layers = output_layers.clone();
         if let Some((s, _)) = &style {
             output_layers.extend(s.layer_list());
         }
-        if let Some((d, _)) = &dream {
-            output_layers.extend(d.iter().copied());
+        if let Some(d) = &dream {
+            output_layers.extend(d.layers.iter().copied());
+            if d.loss == DreamLoss::Log {
+                photo_layers.extend(d.layers.iter().copied());
+            }
         }
-        output_layers.sort();
-        output_layers.dedup();
+        for layers in [&mut output_layers, &mut photo_layers] {
+            layers.sort();
+            layers.dedup();
+        }
         Ok(Self {
             vgg,
             content_layers: content.0.to_vec(),
@@ -123,15 +135,14 @@ impl<'a> PerceptualObjective<'a> {
             dream,
             tv_weight,
             output_layers,
+            photo_layers,
         })
     }
 
     /// The losses of `output` (the network's painting of `photo`), both
     /// `(N,3,H,W)` RGB 0..1. Only `output` carries gradients.
     pub fn evaluate(&self, output: &Tensor, photo: &Tensor) -> Result<LossTerms> {
-        let targets = self
-            .vgg
-            .forward_rgb(&photo.detach(), &self.content_layers)?;
+        let targets = self.vgg.forward_rgb(&photo.detach(), &self.photo_layers)?;
         let acts = self.vgg.forward_rgb(output, &self.output_layers)?;
         let mut content: Option<Tensor> = None;
         for layer in &self.content_layers {
@@ -157,17 +168,26 @@ impl<'a> PerceptualObjective<'a> {
             None => None,
         };
         let dream = match &self.dream {
-            Some((layers, w)) => {
+            Some(term) => {
                 let mut sum: Option<Tensor> = None;
-                for layer in layers {
-                    let m = acts[layer].sqr()?.mean_all()?;
+                for layer in &term.layers {
+                    let energy = acts[layer].sqr()?.mean_all()?;
+                    let gain = match term.loss {
+                        DreamLoss::Linear => energy,
+                        DreamLoss::Log => {
+                            // reference * ln(energy / reference), with the
+                            // photo's energy as the (constant) reference.
+                            let reference = targets[layer].detach().sqr()?.mean_all()?;
+                            ((energy / &reference)?.log()? * reference)?
+                        }
+                    };
                     sum = Some(match sum {
-                        Some(s) => (s + m)?,
-                        None => m,
+                        Some(s) => (s + gain)?,
+                        None => gain,
                     });
                 }
-                let d =
-                    (sum.expect("dream layers checked non-empty") * (-*w / layers.len() as f64))?;
+                let d = (sum.expect("dream layers checked non-empty")
+                    * (-term.weight / term.layers.len() as f64))?;
                 total = (total + &d)?;
                 Some(d)
             }

@@ -15,7 +15,7 @@ use super::checkpoint::{load_checkpoint, save_checkpoint};
 use super::config::{Objective, TrainConfig};
 use super::data::{list_photos, to_planar, validation_set, BatchLoader};
 use super::init::initial_parameters;
-use super::objective::{LossValues, PerceptualObjective};
+use super::objective::{DreamTerm, LossValues, PerceptualObjective};
 use super::report::{append_log, plot_losses, read_log, rewrite_log, save_grid, LogEntry};
 use crate::image_io::{image_to_tensor, load_image, resize_longer_side, tensor_to_image};
 use crate::models::{save_model, ArchSpec, ModelInfo, TransformerNet};
@@ -103,7 +103,11 @@ pub fn train(config: &TrainConfig, options: &TrainOptions) -> Result<TrainOutcom
         Objective::Dream => PerceptualObjective::dream(
             &vgg,
             (&content_layers, config.content_weight),
-            (&layers(&config.dream_layers)?, config.dream_weight),
+            DreamTerm {
+                layers: layers(&config.dream_layers)?,
+                weight: config.dream_weight,
+                loss: config.dream_loss,
+            },
             config.tv_weight,
         )?,
     };
