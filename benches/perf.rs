@@ -154,6 +154,7 @@ fn train_step_runs(vgg: &Vgg19, arch: &str, batch: usize, size: usize, repeat: u
 }
 
 fn main() {
+    stylestream::ops::allocator::keep_freed_memory();
     let opts = parse_args();
     let wanted = |name: &str| {
         opts.only

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, FromArgMatches};
 
 fn main() -> ExitCode {
+    stylestream::ops::allocator::keep_freed_memory();
     let matches = cli::Cli::command().get_matches();
     let args = cli::Cli::from_arg_matches(&matches)
         .unwrap_or_else(|e| e.format(&mut cli::Cli::command()).exit());

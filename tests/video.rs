@@ -1151,6 +1151,8 @@ impl Effect for Collect {
 #[test]
 #[ignore]
 fn throughput_on_car_detection() {
+    // As the binaries do (and both measurements below share it).
+    stylestream::ops::allocator::keep_freed_memory();
     let Some(car) = common::shared_data("video/car-detection.mp4") else {
         eprintln!("no shared clip; skipped");
         return;

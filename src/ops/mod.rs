@@ -3,6 +3,7 @@
 //! candle's own ops.
 
 pub mod activation;
+pub mod allocator;
 pub mod conv2d;
 pub mod direct;
 pub mod instance_norm;
