@@ -142,20 +142,21 @@ struct Args {
     #[arg(long, default_value = "relu4_2")]
     dream_layers: String,
 
-    /// Weight of the dream term (mean square activation of the dream
-    /// layers; ~3-6e5 for relu4_2 on a photo). The range is narrow
-    /// (train/dream_calibration.md): with the default content weight,
-    /// relu4_2 at 4 dreams and stays stable over 400 iterations, at 10 the
-    /// network collapses to one texture of eyes within 100; relu3_3 takes ~8.
-    #[arg(long, default_value_t = 4.0)]
+    /// Weight of the dream term. With the default --dream-loss log and
+    /// content weight, relu4_2 at 20 paints DeepDream's eyes along the
+    /// photo's edges, photo still recognisable; relu3_3 takes ~30 for its
+    /// textures (train/dream_calibration.md). With --dream-loss linear the
+    /// usable range is narrow: relu4_2 at 4 is a mild filter, at 10 the
+    /// network collapses to one texture of eyes within 100 iterations.
+    #[arg(long, default_value_t = 20.0)]
     dream_weight: f64,
 
-    /// Form of the dream term: linear (minus the mean square activation,
-    /// what the iterative dream climbs; unbounded, so strong weights
-    /// collapse to one texture) or log (the same pull at the photo's
-    /// activation level, weakening as the dream grows, so the content term
-    /// can hold it).
-    #[arg(long, value_enum, default_value_t = DreamLoss::Linear)]
+    /// Form of the dream term. log (default): the photo's mean square
+    /// activation times the log of the output's over it; it pulls like
+    /// linear at first and weakens as the dream grows, so the content term
+    /// can hold it. linear: minus the mean square activation, what the
+    /// iterative dream climbs; unbounded, so strong weights collapse.
+    #[arg(long, value_enum, default_value_t = DreamLoss::Log)]
     dream_loss: DreamLoss,
 
     /// VGG19's pooling.
@@ -323,6 +324,7 @@ fn run(args: Args) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    stylestream::ops::allocator::keep_freed_memory();
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
