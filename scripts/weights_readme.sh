@@ -75,7 +75,7 @@ for path in sorted(glob.glob("weights/*.safetensors")):
         ("images seen", f"{t.get('images_seen')} ({c.get('image_size')} px crops, batch {c.get('batch_size')})"),
         ("training time", f"{secs / 3600:.2f} h on {machine}"),
         ("losses (weights)", f"content {c.get('content_layers')} x{c.get('content_weight')}, "
-            + (f"dream {c.get('dream_layers')} x{c.get('dream_weight')}" if m.get('stylestream.objective') == 'dream'
+            + (f"dream {c.get('dream_layers')} x{c.get('dream_weight')} ({c.get('dream_loss', 'linear')} form)" if m.get('stylestream.objective') == 'dream'
                else f"style {c.get('style_layers')} x{c.get('style_weight')}") + f", tv x{c.get('tv_weight')}"),
         ("optimiser", f"Adam, lr {c.get('learning_rate')} decaying to x{c.get('lr_decay')}, seed {c.get('seed')}"),
         ("final validation losses (8 photos, weighted)", ", ".join(f"{k} {v[k]:.4g}" for k in ("content", "style", "dream", "tv", "total") if k in v and v[k])),

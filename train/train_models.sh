@@ -62,17 +62,18 @@ johnson() {
   done
 }
 
-# Dream weights per layer from train/dream_calibration.md: 100-iteration
-# runs found where the dream shows (relu4_2 10, relu3_3 18), but over 400
-# iterations relu4_2 at 10 collapsed to one texture of eyes by iteration 100;
-# 4 and 8 stay stable, with milder dreams. Checkpoints every 50 iterations,
-# so that a collapse shows early in validation.png.
+# Dream weights per layer from train/dream_calibration.md. With the linear
+# dream term the usable range was narrow (relu4_2: 4 mild, 7-10 collapsed to
+# one texture of eyes by iteration 100-150); the log form (part 3) holds a
+# strong dream: relu4_2 at 20 paints eyes along recognisable photos through
+# 400 iterations. Checkpoints every 50 iterations, so that a collapse shows
+# early in validation.png.
 dream() {
   local layer_weight layer weight
-  for layer_weight in relu4_2:4 relu3_3:8; do
+  for layer_weight in relu4_2:20 relu3_3:30; do
     layer="${layer_weight%%:*}" weight="${layer_weight#*:}"
     train "dream_$layer" --arch fast --objective dream --dream-layers "$layer" \
-      --dream-weight "$weight" \
+      --dream-loss log --dream-weight "$weight" \
       --image-size 256 --batch-size 2 --iterations 400 --learning-rate 5e-3 \
       --content-weight 150 --checkpoint-every 50
   done

@@ -83,10 +83,9 @@ pub struct TrainConfig {
     pub style_weight: f64,
     pub tv_weight: f64,
     pub dream_layers: Vec<String>,
-    /// Weight of the dream term. `stylestream-train` defaults to 4, chosen
-    /// for relu4_2 with content weight 150 (train/dream_calibration.md:
-    /// stable over 400 iterations; 10 collapses to one texture); relu3_3
-    /// takes ~8.
+    /// Weight of the dream term. `stylestream-train` defaults to 20 with
+    /// the log form, chosen for relu4_2 with content weight 150
+    /// (train/dream_calibration.md, part 3).
     pub dream_weight: f64,
     /// The dream term's form (absent in files from before it existed:
     /// linear).
