@@ -6,6 +6,10 @@
 //! `min(1, 1/|g|₁)·lr` along `-g`, then steps of `lr` along the two-loop
 //! recursion's direction. Matching it keeps timings and convergence
 //! comparable with the PyTorch peer in `bench/`.
+//!
+//! The caller may move `x` between steps (Gatys projects the image back
+//! into the displayable range): the curvature pairs are taken between the
+//! points actually visited, so the model stays consistent with them.
 
 use std::collections::VecDeque;
 
@@ -17,8 +21,8 @@ pub struct Lbfgs {
     /// Curvature pairs (s, y, 1/yᵀs), oldest first.
     history: VecDeque<(Tensor, Tensor, f64)>,
     prev_grad: Option<Tensor>,
-    /// The last step taken, `t·d`.
-    prev_step: Option<Tensor>,
+    /// Where `prev_grad` was taken (flattened).
+    prev_x: Option<Tensor>,
     steps: usize,
 }
 
@@ -36,7 +40,7 @@ impl Lbfgs {
             history_size: history_size.max(1),
             history: VecDeque::new(),
             prev_grad: None,
-            prev_step: None,
+            prev_x: None,
             steps: 0,
         }
     }
@@ -46,15 +50,18 @@ impl Lbfgs {
     /// optimum is reached to float precision), in which case `x` is unchanged.
     pub fn step(&mut self, x: &Var, grad: &Tensor) -> Result<bool> {
         let g = grad.detach().flatten_all()?;
-        let direction = match (&self.prev_grad, &self.prev_step) {
-            (Some(prev_g), Some(prev_s)) => {
+        // A copy: `Var::set` writes into x's storage, which a view shares.
+        let x_now = x.as_tensor().flatten_all()?.copy()?;
+        let direction = match (&self.prev_grad, &self.prev_x) {
+            (Some(prev_g), Some(prev_x)) => {
+                let s = (&x_now - prev_x)?;
                 let y = (&g - prev_g)?;
-                let ys = dot(&y, prev_s)?;
+                let ys = dot(&y, &s)?;
                 if ys > 1e-10 {
                     if self.history.len() == self.history_size {
                         self.history.pop_front();
                     }
-                    self.history.push_back((prev_s.clone(), y, 1.0 / ys));
+                    self.history.push_back((s, y, 1.0 / ys));
                 }
                 self.two_loop(&g)?
             }
@@ -73,12 +80,12 @@ impl Lbfgs {
         self.steps += 1;
         self.prev_grad = Some(g.clone());
         if dot(&g, &direction)? > -1e-12 {
-            self.prev_step = None;
+            self.prev_x = None;
             return Ok(false);
         }
         let step = (direction * t)?;
         x.set(&(x.as_tensor() + step.reshape(x.shape())?)?)?;
-        self.prev_step = Some(step);
+        self.prev_x = Some(x_now);
         Ok(true)
     }
 
