@@ -41,8 +41,34 @@ fn gatys_lowers_style_loss_tenfold_and_keeps_content() {
         first.style,
         last.style
     );
+    // The saved picture (clamped to 0..1) keeps the style the optimiser
+    // reached: before the image was kept in range during the optimisation,
+    // the clamped result lost most of it (bench/quality.sh: 1.3e6 in the
+    // optimiser, 8.9e6 on the file).
+    let config = gatys.config().clone();
+    let style_layers: Vec<Layer> = config.style_layers.iter().map(|(l, _)| *l).collect();
+    let target = stylestream::losses::StyleTarget::from_activations(
+        &vgg.forward_rgb(&style, &style_layers).unwrap(),
+        &config.style_layers,
+    )
+    .unwrap();
+    let painted_style = (target
+        .loss(&vgg.forward_rgb(&painted, &style_layers).unwrap())
+        .unwrap()
+        * config.style_weight)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap() as f64;
+    assert!(
+        painted_style < 1.5 * last.style,
+        "the saved picture's style loss {painted_style:.3e} is far above the optimiser's {:.3e}",
+        last.style
+    );
     // Content stays recognisable. In relu4_2 (the content layer) the painted
-    // image is much closer to the photo than the painting is ...
+    // image is closer to the photo than the painting is (0.71 of the
+    // painting's distance on the synthetic pair before the image was kept
+    // in range, 0.88 since: a bounded image pays for its style in content;
+    // with the real photo and painting it is far closer) ...
     let relu4_2: Layer = "relu4_2".parse().unwrap();
     let feats = |t: &Tensor| vgg.forward_rgb(t, &[relu4_2]).unwrap()[&relu4_2].clone();
     let (h, w) = (content.dim(2).unwrap(), content.dim(3).unwrap());
@@ -60,7 +86,7 @@ fn gatys_lowers_style_loss_tenfold_and_keeps_content() {
     };
     let (to_photo, painting_to_photo) = (dist(&fp, &fc), dist(&fs, &fc));
     assert!(
-        to_photo < 0.75 * painting_to_photo,
+        to_photo < painting_to_photo,
         "relu4_2 distances: painted-photo {to_photo}, painting-photo {painting_to_photo}"
     );
     // ... and its layout (brightness at 1/8 scale) follows the photo, not the painting.
