@@ -140,7 +140,7 @@ class VGG19Features:
 
 def to_vgg_input(rgb):
     """RGB 0..1 (N,3,H,W) -> BGR 0..255 minus the ImageNet mean."""
-    mean = torch.tensor(BGR_MEAN).view(1, 3, 1, 1)
+    mean = torch.tensor(BGR_MEAN, device=rgb.device).view(1, 3, 1, 1)
     return rgb.flip(1) * 255.0 - mean
 
 
@@ -346,7 +346,7 @@ def dream_steps(vgg, frame, steps, gen, cfg=DREAM_MEDIUM):
     detail gained is carried up to the next octave."""
     _, _, h, w = frame.shape
     base = to_vgg_input(frame)
-    mean = torch.tensor(BGR_MEAN).view(1, 3, 1, 1)
+    mean = torch.tensor(BGR_MEAN, device=frame.device).view(1, 3, 1, 1)
     lo, hi = -mean, 255.0 - mean
     detail = None
     x = base
@@ -504,35 +504,43 @@ def bench_train_step(arch, batch, size):
     painted batch to relu4_1, backward, Adam, the losses read back."""
 
     def bench(vgg, args):
-        net = TransformNet(SPECS[arch]).train()
-        opt = torch.optim.Adam(net.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-8)
-        style_layers = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
-        content_layer = "relu2_2"
-        with torch.no_grad():
-            acts = vgg(to_vgg_input(torch.rand(1, 3, 512, 512)), style_layers)
-            targets = {l: gram(acts[l]) for l in style_layers}
-        photos = torch.rand(batch, 3, size, size)
-        out_layers = style_layers + (content_layer,)
-
-        def step():
-            opt.zero_grad(set_to_none=True)
-            painted = net(photos)
-            with torch.no_grad():
-                target = vgg(to_vgg_input(photos), [content_layer])[content_layer]
-            acts = vgg(to_vgg_input(painted), out_layers)
-            content = 150.0 * ((acts[content_layer] - target) ** 2).mean()
-            style = 100.0 * sum(0.25 * ((gram(acts[l]) - targets[l]) ** 2).mean()
-                                for l in style_layers)
-            total = content + style + 1.0 * total_variation(painted)
-            total.backward()
-            opt.step()
-            # the trainer reads the losses back every step
-            values = [t.item() for t in (content, style, total)]
-            assert all(v == v for v in values), "training diverged"
-
+        step = make_train_step(TransformNet(SPECS[arch]), vgg, torch.rand(batch, 3, size, size),
+                               torch.rand(1, 3, 512, 512))
         return {"runs": time_runs(args.repeat or 5, step)}
 
     return bench
+
+
+def make_train_step(net, vgg, photos, painting):
+    """One training step of `net` on `photos` (N,3,H,W RGB 0..1, on the
+    device the step runs on) against `painting`'s Gram targets, as
+    stylestream-train at its default losses; returns the step function."""
+    net.train()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-8)
+    style_layers = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
+    content_layer = "relu2_2"
+    with torch.no_grad():
+        acts = vgg(to_vgg_input(painting), style_layers)
+        targets = {l: gram(acts[l]) for l in style_layers}
+    out_layers = style_layers + (content_layer,)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        painted = net(photos)
+        with torch.no_grad():
+            target = vgg(to_vgg_input(photos), [content_layer])[content_layer]
+        acts = vgg(to_vgg_input(painted), out_layers)
+        content = 150.0 * ((acts[content_layer] - target) ** 2).mean()
+        style = 100.0 * sum(0.25 * ((gram(acts[l]) - targets[l]) ** 2).mean()
+                            for l in style_layers)
+        total = content + style + 1.0 * total_variation(painted)
+        total.backward()
+        opt.step()
+        # the trainer reads the losses back every step
+        values = [t.item() for t in (content, style, total)]
+        assert all(v == v for v in values), "training diverged"
+
+    return step
 
 
 RUNNERS = {

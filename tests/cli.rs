@@ -3,19 +3,10 @@
 
 mod common;
 
+use common::{assert_success, stderr, stylestream};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn stylestream(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_stylestream"))
-        .args(args)
-        .output()
-        .expect("run stylestream")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use std::process::Command;
 
 /// A small PNG photo in `dir`.
 fn photo(dir: &Path, name: &str, h: usize, w: usize) -> PathBuf {
@@ -40,15 +31,15 @@ fn s(p: &Path) -> &str {
 
 #[test]
 fn help_teaches_every_command() {
-    let out = stylestream(&["--help"]);
+    let out = stylestream(["--help"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     for cmd in ["fetch-vgg", "gatys", "dream", "features"] {
         assert!(text.contains(cmd), "--help does not mention {cmd}");
     }
-    let out = stylestream(&["dream", "--help"]);
+    let out = stylestream(["dream", "--help"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("--octave-scale"));
-    let out = stylestream(&["stylize", "--help"]);
+    let out = stylestream(["stylize", "--help"]);
     let text = String::from_utf8_lossy(&out.stdout);
     for flag in [
         "--model starry_night_fast --dream",
@@ -74,7 +65,7 @@ fn gatys_writes_a_painting() {
     let content = photo(dir.path(), "photo.png", 48, 64);
     let style = painting(dir.path());
     let output = dir.path().join("out.jpg");
-    let out = stylestream(&[
+    let out = stylestream([
         "gatys",
         "--content",
         s(&content),
@@ -89,7 +80,7 @@ fn gatys_writes_a_painting() {
         "--device",
         "cpu",
     ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert_success(&out);
     let img = image::open(&output).unwrap();
     assert_eq!((img.width(), img.height()), (64, 48));
     assert!(stderr(&out).contains("style loss"));
@@ -101,7 +92,7 @@ fn gatys_with_adam_noise_init_and_preserved_colour() {
     let content = photo(dir.path(), "photo.png", 40, 56);
     let style = painting(dir.path());
     let output = dir.path().join("out.png");
-    let out = stylestream(&[
+    let out = stylestream([
         "gatys",
         "--content",
         s(&content),
@@ -127,7 +118,7 @@ fn gatys_with_adam_noise_init_and_preserved_colour() {
         "--device",
         "cpu",
     ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert_success(&out);
     let img = image::open(&output).unwrap();
     assert_eq!((img.width(), img.height()), (56, 40));
 }
@@ -137,7 +128,7 @@ fn dream_and_features_write_their_outputs() {
     let dir = tempfile::tempdir().unwrap();
     let input = photo(dir.path(), "photo.png", 60, 80);
     let output = dir.path().join("dream.png");
-    let out = stylestream(&[
+    let out = stylestream([
         "dream",
         "--input",
         s(&input),
@@ -152,12 +143,12 @@ fn dream_and_features_write_their_outputs() {
         "--device",
         "cpu",
     ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert_success(&out);
     assert!(output.exists());
     assert!(stderr(&out).contains("mean relu3_1 activation"));
 
     let feats = dir.path().join("f.safetensors");
-    let out = stylestream(&[
+    let out = stylestream([
         "features",
         "--input",
         s(&input),
@@ -168,7 +159,7 @@ fn dream_and_features_write_their_outputs() {
         "--device",
         "cpu",
     ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert_success(&out);
     let t = candle_core::safetensors::load(&feats, &candle_core::Device::Cpu).unwrap();
     assert_eq!(t["relu1_1"].dims(), &[1, 64, 60, 80]);
     assert_eq!(t["pool2"].dims(), &[1, 128, 15, 20]);

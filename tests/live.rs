@@ -33,6 +33,8 @@ use stylestream::live::{
 use stylestream::video::frame::RgbFrame;
 use stylestream::video::EncodeOptions;
 
+use common::{assert_success, stylestream};
+
 // ------------------------------------------------------------ helpers
 
 /// Returns the frame, after sleeping to stand in for a slow network.
@@ -571,15 +573,6 @@ fn random_model(dir: &Path) -> PathBuf {
     path
 }
 
-fn stylestream(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_stylestream"))
-        .args(args)
-        .env_remove("DISPLAY")
-        .env_remove("WAYLAND_DISPLAY")
-        .output()
-        .unwrap()
-}
-
 /// The command line's error paths: no display for the default window, a
 /// port in use, no camera; each a one-line error and exit status 1, fast.
 #[test]
@@ -594,7 +587,7 @@ fn command_line_errors() {
     assert!(made.success());
     let clip = clip.to_str().unwrap();
 
-    let out = stylestream(&["stylize", "--input", clip, "--realtime", "--model", model]);
+    let out = stylestream(["stylize", "--input", clip, "--realtime", "--model", model]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
@@ -618,7 +611,7 @@ fn command_line_errors() {
     assert!(err.contains("in use"), "{err}");
 
     if list_cameras().unwrap().is_empty() {
-        let out = stylestream(&[
+        let out = stylestream([
             "stylize",
             "--input",
             "webcam",
@@ -633,9 +626,9 @@ fn command_line_errors() {
         assert!(!err.contains("panicked"), "{err}");
     }
 
-    let out = stylestream(&["stylize", "--input", "webcam:x", "--model", model]);
+    let out = stylestream(["stylize", "--input", "webcam:x", "--model", model]);
     assert_eq!(out.status.code(), Some(1));
-    let out = stylestream(&[
+    let out = stylestream([
         "stylize", "--input", "a.png", "--output", "b.png", "--model", model, "--serve", "8080",
     ]);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -653,7 +646,7 @@ fn command_line_errors() {
     assert!(err.contains("--codec no-such-encoder"), "{err}");
     assert!(!rec.exists());
 
-    let out = stylestream(&["devices"]);
+    let out = stylestream(["devices"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
     assert!(
@@ -672,8 +665,7 @@ fn record_realtime(clip: &Path, command: &[&str], rec: &Path, size: u32) -> Stri
     args.extend_from_slice(&["--size", &size_arg, "--output", rec.to_str().unwrap()]);
     args.extend_from_slice(&["--duration", "2", "--device", "cpu"]);
     let out = stylestream(&args);
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "{err}");
+    let err = assert_success(&out);
     assert!(err.contains("frames recorded"), "{err}");
     assert!(rec.is_file());
     let v = stylestream::video::VideoSource::open(rec).unwrap();
@@ -725,7 +717,7 @@ fn command_line_realtime_records() {
     assert!(dream_at < model_at, "{err}");
 
     // A still image with the live flags is refused, as for stylize.
-    let out = stylestream(&[
+    let out = stylestream([
         "dream", "--input", "a.png", "--output", "b.png", "--serve", "8080",
     ]);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -767,8 +759,7 @@ fn window_under_xvfb() {
         .unwrap();
     let _ = xvfb.kill();
     let _ = xvfb.wait();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
+    let err = assert_success(&out);
     let shown = err
         .lines()
         .find(|l| l.contains("window '") && l.contains("frames shown"))

@@ -8,6 +8,8 @@ use std::process::{Command, Output};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use common::{assert_clean_failure, assert_success, stylestream};
+
 use candle_core::{Device, Tensor};
 use stylestream::effects::style_net::StyleNet;
 use stylestream::effects::Effect;
@@ -196,16 +198,6 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-fn assert_fails(out: &Output, expect: &str) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "expected failure, got success: {err}"
-    );
-    assert!(err.contains(expect), "expected '{expect}' in: {err}");
-    assert!(!err.contains("panicked"), "panicked: {err}");
-}
-
 #[test]
 fn bad_training_input_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
@@ -236,19 +228,19 @@ fn bad_training_input_is_a_clear_error() {
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         train_cli(&refs)
     };
-    assert_fails(
+    assert_clean_failure(
         &run(base(&empty, &painting, &out), &[]),
         "no JPEG or PNG photos",
     );
-    assert_fails(
+    assert_clean_failure(
         &run(base(&content, &dir.path().join("nope.png"), &out), &[]),
         "nope.png",
     );
-    assert_fails(
+    assert_clean_failure(
         &run(base(&content, &painting, &out), &["--arch", "c3s1-8,d16"]),
         "--arch",
     );
-    assert_fails(
+    assert_clean_failure(
         &run(
             base(
                 &content,
@@ -259,7 +251,7 @@ fn bad_training_input_is_a_clear_error() {
         ),
         "does not exist",
     );
-    assert_fails(
+    assert_clean_failure(
         &run(base(&content, &painting, &dir.path().join("m.png")), &[]),
         ".safetensors",
     );
@@ -267,17 +259,13 @@ fn bad_training_input_is_a_clear_error() {
 
     // A checkpoint from another architecture is refused on --resume.
     let ok = run(base(&content, &painting, &out), &["--arch", TINY_ARCH]);
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    assert_success(&ok);
     let before = std::fs::read(&out).unwrap();
     let other = run(
         base(&content, &painting, &out),
         &["--arch", "c3s1-4,d8,u4,c3s1-3", "--resume"],
     );
-    assert_fails(&other, "architecture");
+    assert_clean_failure(&other, "architecture");
     assert_eq!(std::fs::read(&out).unwrap(), before, "model overwritten");
 
     // stylize refuses files that are not models, naming them.
@@ -289,19 +277,16 @@ fn bad_training_input_is_a_clear_error() {
     )
     .unwrap();
     let photo = content.join("p0.png");
-    let st = Command::new(env!("CARGO_BIN_EXE_stylestream"))
-        .args([
-            "stylize",
-            "-i",
-            s(&photo),
-            "-o",
-            s(&dir.path().join("o.png")),
-            "-m",
-            s(&not_model),
-        ])
-        .output()
-        .unwrap();
-    assert_fails(&st, "not a stylestream model");
+    let st = stylestream([
+        "stylize",
+        "-i",
+        s(&photo),
+        "-o",
+        s(&dir.path().join("o.png")),
+        "-m",
+        s(&not_model),
+    ]);
+    assert_clean_failure(&st, "not a stylestream model");
     assert!(!dir.path().join("o.png").exists());
 }
 
@@ -351,16 +336,16 @@ fn a_dream_model_trains_round_trips_and_converts_a_video() {
     };
     assert!(made.success());
     let painted = dir.path().join("dreamed.mp4");
-    let out = Command::new(env!("CARGO_BIN_EXE_stylestream"))
-        .args(["stylize", "--input", s(&clip), "--output", s(&painted)])
-        .args(["--model", s(&opts.output)])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = stylestream([
+        "stylize",
+        "--input",
+        s(&clip),
+        "--output",
+        s(&painted),
+        "--model",
+        s(&opts.output),
+    ]);
+    assert_success(&out);
     let v = stylestream::video::VideoSource::open(&painted).unwrap();
     assert_eq!(v.info().frames, Some(12));
 }

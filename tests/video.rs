@@ -17,6 +17,8 @@ use candle_core::{Device, Tensor};
 use stylestream::effects::Effect;
 use stylestream::video::{self, Options};
 
+use common::{assert_clean_failure, assert_success, stderr, stylestream};
+
 // ---------------------------------------------------------------- effects
 
 /// Returns the frame unchanged.
@@ -731,13 +733,11 @@ fn unsupported_codecs_are_clear_errors() {
     let good = clip(dir.path(), "good.mp4", "32x32", "0.2", false, H264);
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/starry_night_fast.safetensors");
     let stylize = |input: &Path, output: &Path, extra: &[&str]| -> String {
-        let out = Command::new(env!("CARGO_BIN_EXE_stylestream"))
-            .args(["stylize", "--input", s(input), "--output", s(output)])
-            .args(["--model", s(&model), "--device", "cpu"])
-            .args(extra)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        let mut args = vec!["stylize", "--input", s(input), "--output", s(output)];
+        args.extend(["--model", s(&model), "--device", "cpu"]);
+        args.extend(extra);
+        let out = stylestream(&args);
+        let err = stderr(&out);
         assert_eq!(out.status.code(), Some(1), "{err}");
         assert!(!err.contains("panicked"), "{err}");
         assert!(!output.exists(), "{} was written", output.display());
@@ -896,12 +896,7 @@ fn dream_command_on_a_video() {
     ];
     let mut args: Vec<&str> = base.to_vec();
     args.extend_from_slice(&[s(&input), "--output", s(&output)]);
-    let out = Command::new(env!("CARGO_BIN_EXE_stylestream"))
-        .args(&args)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
+    let err = assert_success(&stylestream(&args));
     assert!(err.contains("10 frames"), "{err}");
     assert_eq!(frame_times(&output).len(), 10);
     assert_eq!(video_geometry(&output), (64, 38, 0));
@@ -909,15 +904,8 @@ fn dream_command_on_a_video() {
 
     let mut args: Vec<&str> = base.to_vec();
     args.extend_from_slice(&[s(&input), "--output", "-", "--carry", "0"]);
-    let out = Command::new(env!("CARGO_BIN_EXE_stylestream"))
-        .args(&args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = stylestream(&args);
+    assert_success(&out);
     let header = String::from_utf8_lossy(&out.stdout[..64]).into_owned();
     assert!(header.starts_with("YUV4MPEG2 W64 H38 F25:1"), "{header}");
     let frame = 6 + 64 * 38 * 3 / 2;
@@ -929,22 +917,14 @@ fn dream_command_on_a_video() {
 
     // Errors through the binary: one line, the file named, nothing written.
     let missing = dir.path().join("missing.mp4");
-    let out = Command::new(env!("CARGO_BIN_EXE_stylestream"))
-        .args([
-            "dream",
-            "--input",
-            s(&missing),
-            "--output",
-            s(&dir.path().join("x.mp4")),
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("missing.mp4") && !err.contains("panicked"),
-        "{err}"
-    );
+    let out = stylestream([
+        "dream",
+        "--input",
+        s(&missing),
+        "--output",
+        s(&dir.path().join("x.mp4")),
+    ]);
+    assert_clean_failure(&out, "missing.mp4");
 }
 
 /// The binary: `stylize --model M --dream` on a clip paints then dreams
@@ -957,22 +937,27 @@ fn stylize_with_a_dream_pass_on_a_video() {
     let input = clip(dir.path(), "in.mp4", "80x48", "0.4", true, H264);
     let output = dir.path().join("painted-dream.mp4");
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/starry_night_fast.safetensors");
-    let out = Command::new(env!("CARGO_BIN_EXE_stylestream"))
-        .args(["stylize", "--input", s(&input), "--output", s(&output)])
-        .args(["--model", s(&model), "--dream"])
-        .args(["--dream-steps", "1", "--dream-octaves", "1"])
-        .args([
-            "--dream-layers",
-            "relu3_1",
-            "--size",
-            "64",
-            "--device",
-            "cpu",
-        ])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
+    let out = stylestream([
+        "stylize",
+        "--input",
+        s(&input),
+        "--output",
+        s(&output),
+        "--model",
+        s(&model),
+        "--dream",
+        "--dream-steps",
+        "1",
+        "--dream-octaves",
+        "1",
+        "--dream-layers",
+        "relu3_1",
+        "--size",
+        "64",
+        "--device",
+        "cpu",
+    ]);
+    let err = assert_success(&out);
     assert!(err.contains("10 frames"), "{err}");
     assert!(
         err.contains("starry_night_fast") && err.contains("carry"),

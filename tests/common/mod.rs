@@ -1,8 +1,9 @@
 //! Helpers shared by integration tests.
 #![allow(dead_code)]
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus};
+use std::process::{Command, ExitStatus, Output};
 
 use candle_core::{Device, Tensor};
 use stylestream::vgg::{weights::resolve_vgg_path, Pooling, Vgg19};
@@ -113,4 +114,52 @@ pub fn testsrc_clip(
         .args(["-pix_fmt", "yuv420p", "-c:v", "libx264"])
         .arg(path)
         .status()
+}
+
+/// Runs the `stylestream` binary with `args` and returns what it did.
+/// DISPLAY and WAYLAND_DISPLAY are removed, so that no test opens a window
+/// on the developer's screen.
+pub fn stylestream<I, S>(args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    Command::new(env!("CARGO_BIN_EXE_stylestream"))
+        .args(args)
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .output()
+        .expect("run the stylestream binary")
+}
+
+/// The command's stderr, as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts that the command succeeded, with its stderr as the failure
+/// message, and returns that stderr for further checks.
+#[track_caller]
+pub fn assert_success(out: &Output) -> String {
+    let err = stderr(out);
+    assert!(
+        out.status.success(),
+        "expected success, got {}: {err}",
+        out.status
+    );
+    err
+}
+
+/// Asserts the way a command should fail on bad input: a non-zero exit, an
+/// error that contains `expect`, and no panic. Returns the stderr.
+#[track_caller]
+pub fn assert_clean_failure(out: &Output, expect: &str) -> String {
+    let err = stderr(out);
+    assert!(
+        !out.status.success(),
+        "expected failure, got success: {err}"
+    );
+    assert!(err.contains(expect), "expected '{expect}' in: {err}");
+    assert!(!err.contains("panicked"), "panicked: {err}");
+    err
 }
