@@ -31,20 +31,21 @@
 //! batch 2, 2 dream steps, one run) checks on a machine without a GPU that
 //! every benchmark runs.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::VarBuilder;
+use candle_core::{Device, Tensor};
 use stylestream::device::DeviceChoice;
 use stylestream::effects::dream::{Dream, DreamConfig};
-use stylestream::models::{preset, save_model, ModelInfo, TransformerNet};
-use stylestream::optim::adam::{Adam, AdamConfig};
+use stylestream::models::{preset, save_model, ModelInfo};
 use stylestream::training::init::initial_parameters;
-use stylestream::training::objective::PerceptualObjective;
 use stylestream::vgg::weights::{fetch_vgg, resolve_vgg_path, FetchOptions};
-use stylestream::vgg::{Layer, Pooling, Vgg19};
+use stylestream::vgg::{Pooling, Vgg19};
+
+use common::{layers, median, time_runs, train_step, transform_net, warm_then_time};
 
 const BENCHMARKS: &[&str] = &[
     "johnson_fwd_1280x720",
@@ -163,35 +164,7 @@ impl Options {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
-/// Times `f` (the device synchronised after each run) up to `repeat` times,
-/// stopping early once `budget_s` is spent (at least one run); in ms.
-fn time_runs(device: &Device, repeat: usize, budget_s: f64, mut f: impl FnMut()) -> Vec<f64> {
-    let start = Instant::now();
-    let mut runs = Vec::new();
-    while runs.len() < repeat.max(1) {
-        device.synchronize().unwrap();
-        let t = Instant::now();
-        f();
-        device.synchronize().unwrap();
-        runs.push(t.elapsed().as_secs_f64() * 1e3);
-        if start.elapsed().as_secs_f64() > budget_s {
-            break;
-        }
-    }
-    runs
-}
-
-fn layers(names: &[&str]) -> Vec<Layer> {
-    names.iter().map(|n| n.parse().unwrap()).collect()
-}
-
-/// The seeded Johnson network on `device`, as plain tensors (inference) or
-/// as `Var`s (training).
+/// The seeded Johnson network's parameters on `device` (`--write-model`).
 fn johnson_params(device: &Device) -> HashMap<String, Tensor> {
     let spec = preset("johnson").unwrap();
     initial_parameters(&spec, 0, device).unwrap()
@@ -199,58 +172,22 @@ fn johnson_params(device: &Device) -> HashMap<String, Tensor> {
 
 fn bench_johnson_forward(device: &Device, opts: &Options, h: usize, w: usize) -> Vec<f64> {
     let (h, w) = opts.size(h, w);
-    let spec = preset("johnson").unwrap();
-    let vb = VarBuilder::from_tensors(johnson_params(device), DType::F32, device);
-    let net = TransformerNet::new(&spec, vb).unwrap();
+    let (net, _) = transform_net("johnson", false, device);
     let frame = Tensor::rand(0f32, 1., (1, 3, h, w), device).unwrap();
-    // warm-up
-    net.forward(&frame).unwrap();
-    time_runs(device, opts.repeat, opts.budget_s, || {
+    warm_then_time(device, opts.repeat, opts.budget_s, || {
         net.forward(&frame).unwrap();
     })
 }
 
 fn bench_train_step(device: &Device, opts: &Options, vgg: &Vgg19) -> Vec<f64> {
-    let spec = preset("johnson").unwrap();
-    let vars: Vec<(String, Var)> = johnson_params(device)
-        .into_iter()
-        .map(|(k, t)| (k, Var::from_tensor(&t).unwrap()))
-        .collect();
-    let tensors = vars
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-        .collect();
-    let net =
-        TransformerNet::new(&spec, VarBuilder::from_tensors(tensors, DType::F32, device)).unwrap();
-    let mut adam = Adam::new(vars, AdamConfig::default()).unwrap();
     // stylestream-train's defaults; the painting at --style-size 512.
     let (ps, _) = opts.size(512, 512);
     let painting = Tensor::rand(0f32, 1., (1, 3, ps, ps), device).unwrap();
-    let objective = PerceptualObjective::style(
-        vgg,
-        (&layers(&["relu2_2"]), 150.0),
-        &painting,
-        (
-            &layers(&["relu1_1", "relu2_1", "relu3_1", "relu4_1"]),
-            100.0,
-        ),
-        1.0,
-    )
-    .unwrap();
     let (s, _) = opts.size(256, 256);
     let batch = if opts.smoke { 2 } else { 8 };
     let photos = Tensor::rand(0f32, 1., (batch, 3, s, s), device).unwrap();
-    let mut step = || {
-        let painted = net.forward(&photos).unwrap();
-        let terms = objective.evaluate(&painted, &photos).unwrap();
-        let grads = terms.total.backward().unwrap();
-        adam.step(&grads, 1e-3).unwrap();
-        // The trainer reads the losses back every step.
-        let v = terms.values().unwrap();
-        assert!(v.total.is_finite(), "training diverged");
-    };
-    step();
-    time_runs(device, opts.repeat, opts.budget_s, step)
+    let step = train_step(vgg, "johnson", photos, &painting);
+    warm_then_time(device, opts.repeat, opts.budget_s, step)
 }
 
 fn bench_dream(device: &Device, opts: &Options, vgg: &Vgg19) -> Vec<f64> {

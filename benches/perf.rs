@@ -8,19 +8,21 @@
 //! benchmark alone (`--only NAME`) to read its own peak memory. VGG19's
 //! weights (80 MB) are loaded only by the benchmarks that use them.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::VarBuilder;
+use candle_core::{Device, Tensor, Var};
 use stylestream::effects::dream::{Dream, DreamConfig};
 use stylestream::effects::dream_stream::{DreamStream, StreamConfig};
 use stylestream::effects::gatys::{Gatys, GatysConfig};
-use stylestream::models::{preset, TransformerNet};
-use stylestream::optim::{Adam, AdamConfig};
-use stylestream::training::init::initial_parameters;
-use stylestream::training::objective::PerceptualObjective;
 use stylestream::vgg::{weights::resolve_vgg_path, Layer, Pooling, Vgg19};
+
+use common::{median, time_runs, train_step, transform_net, warm_then_time};
+
+/// The CPU benchmarks run every repeat asked for, however long it takes.
+const NO_BUDGET: f64 = f64::INFINITY;
 
 struct Options {
     json: Option<String>,
@@ -48,23 +50,6 @@ fn parse_args() -> Options {
         }
     }
     opts
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
-/// Runs `f` once to warm up, then `repeat` times; returns the times in ms.
-fn time_runs(repeat: usize, mut f: impl FnMut()) -> Vec<f64> {
-    f();
-    (0..repeat)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64() * 1e3
-        })
-        .collect()
 }
 
 fn layer(name: &str) -> Layer {
@@ -103,56 +88,6 @@ fn load_average() -> Option<f64> {
         .ok()
 }
 
-/// A transform network (preset `arch`) with seeded random weights: plain
-/// tensors for inference, or `Var`s (returned too) for training.
-fn transform_net(arch: &str, trainable: bool) -> (TransformerNet, Vec<(String, Var)>) {
-    let spec = preset(arch).unwrap();
-    let params = initial_parameters(&spec, 0, &Device::Cpu).unwrap();
-    if !trainable {
-        let vb = VarBuilder::from_tensors(params, DType::F32, &Device::Cpu);
-        return (TransformerNet::new(&spec, vb).unwrap(), Vec::new());
-    }
-    let vars: Vec<(String, Var)> = params
-        .into_iter()
-        .map(|(k, t)| (k, Var::from_tensor(&t).unwrap()))
-        .collect();
-    let tensors = vars
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-        .collect();
-    let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
-    (TransformerNet::new(&spec, vb).unwrap(), vars)
-}
-
-/// One `stylestream-train` step at its default losses (content relu2_2
-/// x150, style relu1_1..relu4_1 x100 against a 512x512 painting, TV x1):
-/// network forward, the objective (VGG19 on the photos for the content
-/// target and on the painted batch to relu4_1), backward, Adam, and the
-/// losses read back, as `training::trainer` does.
-fn train_step_runs(vgg: &Vgg19, arch: &str, batch: usize, size: usize, repeat: usize) -> Vec<f64> {
-    let (net, vars) = transform_net(arch, true);
-    let mut adam = Adam::new(vars, AdamConfig::default()).unwrap();
-    let painting = Tensor::rand(0f32, 1., (1, 3, 512, 512), &Device::Cpu).unwrap();
-    let names = |l: &[&str]| -> Vec<Layer> { l.iter().map(|n| layer(n)).collect() };
-    let objective = PerceptualObjective::style(
-        vgg,
-        (&names(&["relu2_2"]), 150.0),
-        &painting,
-        (&names(&["relu1_1", "relu2_1", "relu3_1", "relu4_1"]), 100.0),
-        1.0,
-    )
-    .unwrap();
-    let photos = Tensor::rand(0f32, 1., (batch, 3, size, size), &Device::Cpu).unwrap();
-    time_runs(repeat, || {
-        let painted = net.forward(&photos).unwrap();
-        let terms = objective.evaluate(&painted, &photos).unwrap();
-        let grads = terms.total.backward().unwrap();
-        adam.step(&grads, 1e-3).unwrap();
-        let v = terms.values().unwrap();
-        assert!(v.total.is_finite(), "training diverged");
-    })
-}
-
 fn main() {
     stylestream::ops::allocator::keep_freed_memory();
     let opts = parse_args();
@@ -177,7 +112,7 @@ fn main() {
         // The machine's limit: what the GEMM kernel reaches on a big square product.
         let a = Tensor::rand(0f32, 1., (2048, 2048), &Device::Cpu).unwrap();
         let b = Tensor::rand(0f32, 1., (2048, 2048), &Device::Cpu).unwrap();
-        let runs = time_runs(opts.repeat, || {
+        let runs = warm_then_time(&Device::Cpu, opts.repeat, NO_BUDGET, || {
             a.matmul(&b).unwrap();
         });
         results.insert("matmul_2048".into(), runs);
@@ -190,9 +125,9 @@ fn main() {
         if !wanted(name) {
             continue;
         }
-        let (net, _) = transform_net(arch, false);
+        let (net, _) = transform_net(arch, false, &Device::Cpu);
         let frame = Tensor::rand(0f32, 1., (1, 3, h, w), &Device::Cpu).unwrap();
-        let runs = time_runs(opts.repeat, || {
+        let runs = warm_then_time(&Device::Cpu, opts.repeat, NO_BUDGET, || {
             net.forward(&frame).unwrap();
         });
         results.insert(name.into(), runs);
@@ -203,14 +138,17 @@ fn main() {
         ("train_step_fast_256_b2", "fast", 2),
     ] {
         if wanted(name) {
-            let runs = train_step_runs(vgg(), arch, batch, 256, opts.repeat);
+            let photos = Tensor::rand(0f32, 1., (batch, 3, 256, 256), &Device::Cpu).unwrap();
+            let painting = Tensor::rand(0f32, 1., (1, 3, 512, 512), &Device::Cpu).unwrap();
+            let step = train_step(vgg(), arch, photos, &painting);
+            let runs = warm_then_time(&Device::Cpu, opts.repeat, NO_BUDGET, step);
             results.insert(name.into(), runs);
             rss.extend(max_rss_mb().map(|m| (name.to_string(), m)));
         }
     }
     if wanted("vgg_fwd_relu5_1_640x480") {
         let x = random_vgg_image(480, 640);
-        let runs = time_runs(opts.repeat, || {
+        let runs = warm_then_time(&Device::Cpu, opts.repeat, NO_BUDGET, || {
             vgg().forward(&x, &[layer("relu5_1")]).unwrap();
         });
         results.insert("vgg_fwd_relu5_1_640x480".into(), runs);
@@ -223,7 +161,7 @@ fn main() {
             continue;
         }
         let x = Var::from_tensor(&random_vgg_image(480, 640)).unwrap();
-        let runs = time_runs(opts.repeat, || {
+        let runs = warm_then_time(&Device::Cpu, opts.repeat, NO_BUDGET, || {
             let g = relu4_1_energy_gradient(vgg(), &x);
             if dream_update {
                 // DeepDream's normalised ascent step, as in effects::dream.
@@ -246,13 +184,9 @@ fn main() {
         let config = DreamConfig::preset("medium").unwrap();
         let mut dream = Dream::new(vgg(), config).unwrap();
         let before = load_average();
-        let runs: Vec<f64> = (0..opts.repeat)
-            .map(|_| {
-                let t = Instant::now();
-                dream.dream(&frame).unwrap();
-                t.elapsed().as_secs_f64() * 1e3
-            })
-            .collect();
+        let runs = time_runs(&Device::Cpu, opts.repeat, NO_BUDGET, || {
+            dream.dream(&frame).unwrap();
+        });
         load.insert("dream_frame_640x480".into(), (before, load_average()));
         results.insert("dream_frame_640x480".into(), runs);
         rss.extend(max_rss_mb().map(|m| ("dream_frame_640x480".to_string(), m)));
@@ -266,7 +200,7 @@ fn main() {
         let dream = Dream::new(vgg(), DreamConfig::preset("medium").unwrap()).unwrap();
         let mut stream = DreamStream::new(dream, StreamConfig::default());
         let before = load_average();
-        let runs = time_runs(opts.repeat, || {
+        let runs = warm_then_time(&Device::Cpu, opts.repeat, NO_BUDGET, || {
             stream.next_frame(&frame).unwrap();
         });
         assert_eq!(stream.cuts(), 0);
