@@ -12,6 +12,15 @@
 #             interactive work on the machine keeps priority)
 #   NO_BUILD  set to 1 to reuse the private binary in RUNS/bin as it is
 #             (e.g. while the working tree is mid-change)
+#   DEVICE    where to train: cpu (default) or cuda:N (builds with the
+#             `cuda` feature)
+#   JOHNSON_ITERATIONS, FAST_ITERATIONS
+#             iterations per model (defaults 1500 and 1000, what 2 CPU cores
+#             allow). On a GPU, Johnson et al.'s schedule is ~40000 at batch
+#             4; BENCHMARKS.md ("Training quality against Gatys") shows why
+#             the quality target needs it. A finished model is skipped, so
+#             move weights/NAME.safetensors away to train it longer; a
+#             checkpoint resumes with the new count.
 #
 # The settings below are what fits this project's CPU budget (2 cores); see
 # weights/README.md for what each produced.
@@ -21,11 +30,16 @@ which="${1:-all}"
 DATA="${DATA:-../shared/data}"
 RUNS="${RUNS:-runs}"
 NICE="${NICE:-19}"
+DEVICE="${DEVICE:-cpu}"
+JOHNSON_ITERATIONS="${JOHNSON_ITERATIONS:-1500}"
+FAST_ITERATIONS="${FAST_ITERATIONS:-1000}"
 STYLES=(starry_night great_wave the_scream composition_vii udnie)
 
 bin="$RUNS/bin/stylestream-train"
 if [[ "${NO_BUILD:-0}" != 1 ]]; then
-  cargo build --release --bin stylestream-train
+  features=()
+  [[ "$DEVICE" == cuda* ]] && features=(--features cuda)
+  cargo build --release --bin stylestream-train "${features[@]}"
   mkdir -p "$RUNS/bin"
   # A private copy, so that rebuilding the project never swaps the binary
   # under a running training.
@@ -43,13 +57,14 @@ train() {
   [[ -f "$ckpt/checkpoint.safetensors" ]] && resume=(--resume)
   echo "== $name: training ${resume[*]:-from scratch} (checkpoints in $ckpt)"
   nice -n "$NICE" "$bin" --content-dir "$DATA/photos/train" --val-dir "$DATA/photos/val" \
-    --val-count 8 --output "$out" --checkpoint-dir "$ckpt" --quiet "${resume[@]}" "$@"
+    --val-count 8 --output "$out" --checkpoint-dir "$ckpt" --device "$DEVICE" \
+    --quiet "${resume[@]}" "$@"
 }
 
 fast() {
   for s in "${STYLES[@]}"; do
     train "${s}_fast" --arch fast --style "$DATA/styles/$s.jpg" \
-      --image-size 256 --batch-size 2 --iterations 1000 --learning-rate 5e-3 \
+      --image-size 256 --batch-size 2 --iterations "$FAST_ITERATIONS" --learning-rate 5e-3 \
       --content-weight 150 --checkpoint-every 100
   done
 }
@@ -57,7 +72,7 @@ fast() {
 johnson() {
   for s in "${STYLES[@]}"; do
     train "$s" --arch johnson --style "$DATA/styles/$s.jpg" \
-      --image-size 256 --batch-size 2 --iterations 1500 --learning-rate 2e-3 \
+      --image-size 256 --batch-size 2 --iterations "$JOHNSON_ITERATIONS" --learning-rate 2e-3 \
       --content-weight 150 --checkpoint-every 100
   done
 }
