@@ -144,11 +144,12 @@ pub fn run(args: Args) -> Result<()> {
     let painted = gatys.paint(&content.tensor)?;
     bar.finish_and_clear();
     save_result(&painted, content.alpha.as_ref(), &args.output)?;
-    let (first, last) = (gatys.first, gatys.last);
+    let (first, last) = (gatys.first, gatys.best);
     eprintln!(
-        "gatys: {} steps in {:.1}s; style loss {:.3e} -> {:.3e} ({:.1}x lower), content {:.3e}, tv {:.3e}",
-        last.step,
+        "gatys: {} steps in {:.1}s (best at step {}); style loss {:.3e} -> {:.3e} ({:.1}x lower), content {:.3e}, tv {:.3e}",
+        gatys.steps_run,
         started.elapsed().as_secs_f64(),
+        last.step,
         first.style,
         last.style,
         first.style / last.style.max(f64::MIN_POSITIVE),

@@ -18,8 +18,10 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 
 use super::{color::transfer_luminance, Effect, StepCallback};
 use crate::losses::{content_loss, equal_weights, total_variation, StyleTarget};
+use crate::optim::lbfgs::StepOutcome;
+use crate::optim::Lbfgs;
 use crate::vgg::{
-    preprocess::{from_vgg_input, to_vgg_input},
+    preprocess::{from_vgg_input, to_vgg_input, BGR_MEAN},
     Layer, Vgg19,
 };
 
@@ -99,9 +101,12 @@ pub struct Gatys<'a> {
     config: GatysConfig,
     /// Called after each step with the losses; drives progress bars.
     on_step: Option<StepCallback<'a, GatysLosses>>,
-    /// Losses at the first and last step of the latest run.
+    /// Losses of the latest run: at its first step, and of the picture it
+    /// returned (the best step; its `step` says which).
     pub first: GatysLosses,
-    pub last: GatysLosses,
+    pub best: GatysLosses,
+    /// Steps the latest run took (fewer than asked when it converged).
+    pub steps_run: usize,
 }
 
 impl<'a> Gatys<'a> {
@@ -119,7 +124,8 @@ impl<'a> Gatys<'a> {
             config,
             on_step: None,
             first: GatysLosses::default(),
-            last: GatysLosses::default(),
+            best: GatysLosses::default(),
+            steps_run: 0,
         })
     }
 
@@ -153,7 +159,8 @@ impl<'a> Gatys<'a> {
         };
         let x = Var::from_tensor(&start.to_dtype(DType::F32)?)?;
 
-        let mut lbfgs = crate::optim::Lbfgs::new(cfg.learning_rate, 100);
+        // No pixel moves across its whole range (255 levels) in one step.
+        let mut lbfgs = Lbfgs::new(cfg.learning_rate, 100).with_max_step(255.0);
         let mut adam = match cfg.optimizer {
             GatysOptimizer::Adam => Some(AdamW::new(
                 vec![x.clone()],
@@ -166,6 +173,7 @@ impl<'a> Gatys<'a> {
             GatysOptimizer::Lbfgs => None,
         };
 
+        let mut best: Option<Tensor> = None;
         for step in 0..cfg.steps {
             let acts = self.vgg.forward(x.as_tensor(), &layers)?;
             let mut content = Tensor::zeros((), DType::F32, x.device())?;
@@ -187,7 +195,7 @@ impl<'a> Gatys<'a> {
             if step == 0 {
                 self.first = losses;
             }
-            self.last = losses;
+            self.steps_run = step + 1;
             if let Some(f) = self.on_step.as_mut() {
                 f(&losses);
             }
@@ -197,6 +205,12 @@ impl<'a> Gatys<'a> {
                     step + 1
                 );
             }
+            // The picture returned is the best one evaluated: the last step's
+            // update is never measured, and L-BFGS may have just overshot.
+            if best.is_none() || losses.total < self.best.total {
+                best = Some(x.as_tensor().copy()?);
+                self.best = losses;
+            }
             let grads = total.backward()?;
             let grad = grads
                 .get(&x)
@@ -204,7 +218,8 @@ impl<'a> Gatys<'a> {
             match adam.as_mut() {
                 Some(adam) => adam.step(&grads)?,
                 None => {
-                    if !lbfgs.step(&x, grad)? {
+                    let free = free_pixels(x.as_tensor(), grad)?;
+                    if lbfgs.step(&x, grad, losses.total, Some(&free))? == StepOutcome::Converged {
                         break;
                     }
                 }
@@ -218,13 +233,29 @@ impl<'a> Gatys<'a> {
             )?)?;
         }
 
-        let painted = from_vgg_input(x.as_tensor())?.clamp(0f32, 1f32)?;
+        let best = best.unwrap_or_else(|| x.as_tensor().clone());
+        let painted = from_vgg_input(&best)?.clamp(0f32, 1f32)?;
         if cfg.preserve_color {
             Ok(transfer_luminance(&painted, content_rgb)?)
         } else {
             Ok(painted)
         }
     }
+}
+
+/// 1 where a pixel (VGG input space) may move, 0 where it sits at the edge
+/// of the displayable range and its descent direction points out of it.
+fn free_pixels(x: &Tensor, grad: &Tensor) -> Result<Tensor> {
+    // Within a hundredth of a level of the bound counts as on it.
+    let lo: Vec<f32> = BGR_MEAN.iter().map(|m| -m + 0.01).collect();
+    let hi: Vec<f32> = BGR_MEAN.iter().map(|m| 255.0 - m - 0.01).collect();
+    let lo = Tensor::new(lo.as_slice(), x.device())?.reshape((1, 3, 1, 1))?;
+    let hi = Tensor::new(hi.as_slice(), x.device())?.reshape((1, 3, 1, 1))?;
+    let f32_mask = |t: Tensor| t.to_dtype(DType::F32);
+    // Descent moves along -grad: held at the lower bound when grad > 0.
+    let held_lo = (f32_mask(x.broadcast_le(&lo)?)? * f32_mask(grad.gt(0f64)?)?)?;
+    let held_hi = (f32_mask(x.broadcast_ge(&hi)?)? * f32_mask(grad.lt(0f64)?)?)?;
+    Ok((held_lo.affine(-1.0, 1.0)? - held_hi)?)
 }
 
 impl Effect for Gatys<'_> {
