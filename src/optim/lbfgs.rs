@@ -104,7 +104,8 @@ impl Lbfgs {
         if let (Some(prev_loss), Some(prev_x), Some((direction, t))) =
             (self.prev_loss, &self.prev_x, &self.pending)
         {
-            if !(loss <= prev_loss) {
+            // A NaN counts as worse.
+            if loss.is_nan() || loss > prev_loss {
                 let t = t * 0.5;
                 let back = (prev_x + (direction * t)?)?;
                 if back.sub(prev_x)?.abs()?.max_all()?.to_scalar::<f32>()? == 0.0 {
