@@ -5,7 +5,7 @@
 #   bench/quality.sh [STYLE ...]     (default: the five shipped styles)
 #
 # For each style and each of the first $PHOTOS validation photos (default 1:
-# Gatys takes ~20 minutes per 512 px photo on a 2-core CPU) it runs
+# Gatys takes ~7 minutes per 512 px photo on a 2-core CPU) it runs
 #   - stylestream gatys, 300 L-BFGS steps, with the training losses' layers
 #     and weights (content relu2_2 x150, style relu1_1..relu4_1 x100, tv x1,
 #     painting at 512 px);

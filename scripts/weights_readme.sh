@@ -89,5 +89,15 @@ for path in sorted(glob.glob("weights/*.safetensors")):
         print(f"| ![{name}](pictures/{name}.jpg) | ![{name} iterative](pictures/{name}_iterative.jpg) |\n")
     else:
         print(f"\n![{name}](pictures/{name}.jpg)\n")
+# The models train/train_models.sh makes that are not here yet.
+styles = ["starry_night", "great_wave", "the_scream", "composition_vii", "udnie"]
+wanted = [n for s in styles for n in (f"{s}_fast", s)] + ["dream_relu4_2", "dream_relu3_3"]
+missing = [n for n in wanted if not os.path.exists(f"weights/{n}.safetensors")]
+if missing:
+    print("## Still training\n")
+    print("Not here yet: " + ", ".join(f"`{n}`" for n in missing) + ". "
+          "`train/train_models.sh` trains them one after another (a `johnson` "
+          "model takes about an hour on the 2-core machine) and resumes from "
+          "`runs/NAME.ckpt/` when run again.")
 PY
 echo "wrote weights/README.md"
