@@ -18,7 +18,7 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 
 use super::{Effect, StepCallback};
 use crate::vgg::{
-    preprocess::{from_vgg_input, to_vgg_input, BGR_MEAN},
+    preprocess::{from_vgg_input, to_vgg_input, vgg_pixel_bounds},
     Layer, Vgg19,
 };
 
@@ -272,7 +272,7 @@ impl<'a> Dream<'a> {
         let (_, _, height, width) = frame.dims4()?;
         let base = to_vgg_input(frame)?.detach();
         let sizes = self.octave_sizes(height, width);
-        let (lo, hi) = pixel_bounds(&base)?;
+        let (lo, hi) = vgg_pixel_bounds(&base)?;
         let mut detail: Option<Tensor> = None;
         let mut x = base.clone();
         for (octave, &(h, w)) in sizes.iter().enumerate() {
@@ -322,15 +322,6 @@ fn tile_spans(n: usize, tile: usize) -> Vec<(usize, usize)> {
             (start, (i + 1) * n / count - start)
         })
         .collect()
-}
-
-/// Per-channel limits of VGG space that map back to 0..255 pixels.
-fn pixel_bounds(like: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
-    let lo: Vec<f32> = BGR_MEAN.iter().map(|m| -m).collect();
-    let hi: Vec<f32> = BGR_MEAN.iter().map(|m| 255.0 - m).collect();
-    let lo = Tensor::new(lo.as_slice(), like.device())?.reshape((1, 3, 1, 1))?;
-    let hi = Tensor::new(hi.as_slice(), like.device())?.reshape((1, 3, 1, 1))?;
-    Ok((lo, hi))
 }
 
 /// Bilinear resize of an NCHW tensor (identity when the size already matches).

@@ -21,7 +21,7 @@ use crate::losses::{content_loss, equal_weights, total_variation, StyleTarget};
 use crate::optim::lbfgs::StepOutcome;
 use crate::optim::Lbfgs;
 use crate::vgg::{
-    preprocess::{from_vgg_input, to_vgg_input, BGR_MEAN},
+    preprocess::{from_vgg_input, to_vgg_input, vgg_pixel_bounds},
     Layer, Vgg19,
 };
 
@@ -173,6 +173,7 @@ impl<'a> Gatys<'a> {
             GatysOptimizer::Lbfgs => None,
         };
 
+        let bounds = vgg_pixel_bounds(x.as_tensor())?;
         let mut best: Option<Tensor> = None;
         for step in 0..cfg.steps {
             let acts = self.vgg.forward(x.as_tensor(), &layers)?;
@@ -218,7 +219,7 @@ impl<'a> Gatys<'a> {
             match adam.as_mut() {
                 Some(adam) => adam.step(&grads)?,
                 None => {
-                    let free = free_pixels(x.as_tensor(), grad)?;
+                    let free = free_pixels(x.as_tensor(), grad, &bounds)?;
                     if lbfgs.step(&x, grad, losses.total, Some(&free))? == StepOutcome::Converged {
                         break;
                     }
@@ -244,13 +245,12 @@ impl<'a> Gatys<'a> {
 }
 
 /// 1 where a pixel (VGG input space) may move, 0 where it sits at the edge
-/// of the displayable range and its descent direction points out of it.
-fn free_pixels(x: &Tensor, grad: &Tensor) -> Result<Tensor> {
+/// of the displayable range, `(lo, hi)` from [`vgg_pixel_bounds`], and its
+/// descent direction points out of it.
+fn free_pixels(x: &Tensor, grad: &Tensor, (lo, hi): &(Tensor, Tensor)) -> Result<Tensor> {
     // Within a hundredth of a level of the bound counts as on it.
-    let lo: Vec<f32> = BGR_MEAN.iter().map(|m| -m + 0.01).collect();
-    let hi: Vec<f32> = BGR_MEAN.iter().map(|m| 255.0 - m - 0.01).collect();
-    let lo = Tensor::new(lo.as_slice(), x.device())?.reshape((1, 3, 1, 1))?;
-    let hi = Tensor::new(hi.as_slice(), x.device())?.reshape((1, 3, 1, 1))?;
+    let lo = lo.affine(1.0, 0.01)?;
+    let hi = hi.affine(1.0, -0.01)?;
     let f32_mask = |t: Tensor| t.to_dtype(DType::F32);
     // Descent moves along -grad: held at the lower bound when grad > 0.
     let held_lo = (f32_mask(x.broadcast_le(&lo)?)? * f32_mask(grad.gt(0f64)?)?)?;

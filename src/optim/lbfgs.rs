@@ -18,7 +18,7 @@
 //! measured over a tiny first step) overshoots by orders of magnitude: the
 //! image turned to saturated noise, the loss rose 28x in 10 steps and the
 //! optimisation needed ~150 steps to come back. The caller should keep the
-//! best point it evaluated ([`Lbfgs::step`] returns whether it improved).
+//! best point it evaluated (the [`StepOutcome`] says whether a point improved).
 
 use std::collections::VecDeque;
 

@@ -34,6 +34,17 @@ pub fn from_vgg_input(bgr: &Tensor) -> Result<Tensor> {
     swap_red_blue(&bgr.broadcast_add(&bgr_mean(bgr)?)?)? / 255.0
 }
 
+/// Per-channel limits of VGG input space that map back to 0..255 pixels,
+/// shaped (1, 3, 1, 1) on `like`'s device: what an optimisation on the VGG
+/// input (DeepDream, Gatys) keeps its image within.
+pub fn vgg_pixel_bounds(like: &Tensor) -> Result<(Tensor, Tensor)> {
+    let lo: Vec<f32> = BGR_MEAN.iter().map(|m| -m).collect();
+    let hi: Vec<f32> = BGR_MEAN.iter().map(|m| 255.0 - m).collect();
+    let lo = Tensor::new(lo.as_slice(), like.device())?.reshape((1, 3, 1, 1))?;
+    let hi = Tensor::new(hi.as_slice(), like.device())?.reshape((1, 3, 1, 1))?;
+    Ok((lo, hi))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
