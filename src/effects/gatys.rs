@@ -173,7 +173,7 @@ impl<'a> Gatys<'a> {
             GatysOptimizer::Lbfgs => None,
         };
 
-        let bounds = vgg_pixel_bounds(x.as_tensor())?;
+        let edges = edge_bounds(x.as_tensor())?;
         let mut best: Option<Tensor> = None;
         for step in 0..cfg.steps {
             let acts = self.vgg.forward(x.as_tensor(), &layers)?;
@@ -219,7 +219,7 @@ impl<'a> Gatys<'a> {
             match adam.as_mut() {
                 Some(adam) => adam.step(&grads)?,
                 None => {
-                    let free = free_pixels(x.as_tensor(), grad, &bounds)?;
+                    let free = free_pixels(x.as_tensor(), grad, &edges)?;
                     if lbfgs.step(&x, grad, losses.total, Some(&free))? == StepOutcome::Converged {
                         break;
                     }
@@ -244,17 +244,22 @@ impl<'a> Gatys<'a> {
     }
 }
 
-/// 1 where a pixel (VGG input space) may move, 0 where it sits at the edge
-/// of the displayable range, `(lo, hi)` from [`vgg_pixel_bounds`], and its
-/// descent direction points out of it.
+/// Where [`free_pixels`] counts a pixel as on the edge of the displayable
+/// range: [`vgg_pixel_bounds`] moved in by a hundredth of a level (within
+/// that of a bound counts as on it). Built once per run, not per step.
+fn edge_bounds(like: &Tensor) -> Result<(Tensor, Tensor)> {
+    let (lo, hi) = vgg_pixel_bounds(like)?;
+    Ok((lo.affine(1.0, 0.01)?, hi.affine(1.0, -0.01)?))
+}
+
+/// 1 where a pixel (VGG input space) may move, 0 where it sits on an edge,
+/// `(lo, hi)` from [`edge_bounds`], and its descent direction points out of
+/// the range.
 fn free_pixels(x: &Tensor, grad: &Tensor, (lo, hi): &(Tensor, Tensor)) -> Result<Tensor> {
-    // Within a hundredth of a level of the bound counts as on it.
-    let lo = lo.affine(1.0, 0.01)?;
-    let hi = hi.affine(1.0, -0.01)?;
     let f32_mask = |t: Tensor| t.to_dtype(DType::F32);
     // Descent moves along -grad: held at the lower bound when grad > 0.
-    let held_lo = (f32_mask(x.broadcast_le(&lo)?)? * f32_mask(grad.gt(0f64)?)?)?;
-    let held_hi = (f32_mask(x.broadcast_ge(&hi)?)? * f32_mask(grad.lt(0f64)?)?)?;
+    let held_lo = (f32_mask(x.broadcast_le(lo)?)? * f32_mask(grad.gt(0f64)?)?)?;
+    let held_hi = (f32_mask(x.broadcast_ge(hi)?)? * f32_mask(grad.lt(0f64)?)?)?;
     Ok((held_lo.affine(-1.0, 1.0)? - held_hi)?)
 }
 
