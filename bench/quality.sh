@@ -45,15 +45,12 @@ score() {
 # Rows of styles not being scored now are kept, so that one style can be
 # rescored alone (`bench/quality.sh udnie`) without losing the others.
 touch "$OUT/../quality.jsonl"
-kept=$(python3 - "$OUT/../quality.jsonl" "${styles[@]}" <<'PY'
+python3 - "$OUT/../quality.jsonl" "${styles[@]}" <<'PY'
 import json, sys
-redo = set(sys.argv[2:])
-for line in open(sys.argv[1]):
-    if line.strip() and json.loads(line)["style"] not in redo:
-        print(line, end="")
+path, redo = sys.argv[1], set(sys.argv[2:])
+kept = [l for l in open(path) if l.strip() and json.loads(l)["style"] not in redo]
+open(path, "w").writelines(kept)
 PY
-)
-printf '%s' "${kept:+$kept$'\n'}" > "$OUT/../quality.jsonl"
 for style in "${styles[@]}"; do
   painting="$DATA/styles/$style.jpg"
   for i in "${!photos[@]}"; do
@@ -86,8 +83,6 @@ for r in rows:
     by[(r["style"], r["photo"])][r["method"]] = r["losses"]
 def num(m, key):
     return "–" if m is None else f"{m[key]:.3g}"
-def ratio(m, ref, key):
-    return "–" if m is None or ref is None else f"{m[key] / ref[key]:.2f}x"
 print("| style | photo | Gatys style | Gatys content | johnson style (x Gatys) | johnson content (x Gatys) | fast style (x johnson) | fast content (x johnson) |")
 print("|---|---|---|---|---|---|---|---|")
 for (style, photo), m in sorted(by.items()):
@@ -95,11 +90,12 @@ for (style, photo), m in sorted(by.items()):
     cells = [num(g, "style"), num(g, "content")]
     for model, ref in ((j, g), (f, j)):
         for key in ("style", "content"):
-            cells.append(f"{num(model, key)} ({ratio(model, ref, key)})" if model and ref else num(model, key))
+            ratio = f" ({model[key] / ref[key]:.2f}x)" if model and ref else ""
+            cells.append(num(model, key) + ratio)
     print(f"| {style} | {photo} | " + " | ".join(cells) + " |")
 
-# Geometric means of the ratios per style: the photos differ in scale by
-# orders of magnitude, so an arithmetic mean would be one photo's number.
+# Geometric means of the ratios per style: the photos' losses differ by up
+# to an order of magnitude, so an arithmetic mean would be a few photos'.
 def gmean(pairs, key):
     xs = [a[key] / b[key] for a, b in pairs]
     if not xs:
